@@ -1,0 +1,113 @@
+"""The audit table: one append-only row per audited event, chained per practice.
+
+PostgreSQL itself refuses UPDATE, DELETE and TRUNCATE on `audit_auditevent`
+(django-pgtrigger). Each row carries `seq`, its place in its practice's chain,
+and `hash` = SHA-256(prev_hash + canonical content), so a change made behind
+the database's back (trigger disabled, restored dump edited) is found by
+`manage.py verify_audit`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pgtrigger
+from django.db import models
+
+
+class EventType(models.TextChoices):
+    PAYMENT_INITIATED = "payment.initiated"
+    PAYMENT_STATE_CHANGED = "payment.state_changed"
+    PAYMENT_REFUNDED = "payment.refunded"
+    PAYMENT_PARTIALLY_REFUNDED = "payment.partially_refunded"
+    PAYMENT_VOIDED = "payment.voided"
+    REWARDS_CREDIT_APPLIED = "rewards_credit.applied"
+    PMS_WRITEBACK_FAILED = "pms_writeback.failed"
+    APPROVAL_REQUIRED = "approval.required"
+    APPROVAL_GRANTED = "approval.granted"
+    APPROVAL_DENIED = "approval.denied"
+    APPROVAL_EXPIRED = "approval.expired"
+    SUBSCRIPTION_PAYMENT_STATUS_CHANGED = "subscription.payment.status_changed"
+    # Beyond the §8 list: overrides and other attributable actions.
+    REFUND_FAILED = "refund.failed"
+    SPLIT_SETTLED = "split.settled"
+    DEPOSIT_STATUS_CHANGED = "deposit.status_changed"
+    OVERRIDE_APPLIED = "override.applied"
+    PAYMENT_EXCEPTION_FLAGGED = "payment.exception_flagged"
+    PAYMENT_LINK_ISSUED = "payment_link.issued"
+    OUTBOX_REDELIVERED = "outbox.redelivered"
+    AUDIT_EXPORTED = "audit.exported"
+    VIRTUAL_TERMINAL_SESSION = "virtual_terminal.session"
+
+
+class AuditEvent(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    event_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    seq = models.BigIntegerField()
+    event_type = models.CharField(max_length=64, choices=EventType.choices)
+    occurred_at = models.DateTimeField()
+    actor_kind = models.CharField(max_length=16)
+    actor_id = models.CharField(max_length=64)
+    actor_label = models.CharField(max_length=200)
+    site_id = models.UUIDField(null=True, blank=True)
+    terminal_id = models.UUIDField(null=True, blank=True)
+    payment_id = models.UUIDField(null=True, blank=True)
+    subject_type = models.CharField(max_length=32, blank=True)
+    subject_id = models.CharField(max_length=64, blank=True)
+    amount = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True)
+    method = models.CharField(max_length=32, blank=True)
+    target_type = models.CharField(max_length=32, blank=True)
+    target_id = models.CharField(max_length=64, blank=True)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    from_state = models.CharField(max_length=32, blank=True)
+    to_state = models.CharField(max_length=32, blank=True)
+    reason_code = models.CharField(max_length=32, blank=True)
+    approver_id = models.CharField(max_length=64, blank=True)
+    approver_label = models.CharField(max_length=200, blank=True)
+    mandate_reference = models.CharField(max_length=64, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    payload = models.JSONField(default=dict)
+    prev_hash = models.CharField(max_length=64)
+    hash = models.CharField(max_length=64)
+
+    class Meta:
+        ordering = ["practice_id", "seq"]
+        constraints = [
+            models.UniqueConstraint(fields=["practice", "seq"], name="audit_seq_unique_in_practice")
+        ]
+        indexes = [
+            models.Index(fields=["practice", "occurred_at"], name="audit_practice_time"),
+            models.Index(fields=["payment_id", "seq"], name="audit_payment"),
+            models.Index(fields=["practice", "event_type", "occurred_at"], name="audit_type_time"),
+        ]
+        triggers = [
+            pgtrigger.Protect(
+                name="audit_append_only",
+                operation=pgtrigger.Update | pgtrigger.Delete,
+            ),
+            pgtrigger.Trigger(
+                name="audit_no_truncate",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Truncate,
+                level=pgtrigger.Statement,
+                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate rows from % table', TG_TABLE_NAME;",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.event_type} #{self.seq} ({self.practice_id})"
+
+
+class AuditChainHead(models.Model):
+    """The tip of one practice's chain; locked while an event is appended."""
+
+    practice = models.OneToOneField(
+        "practices.Practice", on_delete=models.PROTECT, primary_key=True, related_name="+"
+    )
+    seq = models.BigIntegerField(default=0)
+    last_hash = models.CharField(max_length=64, default="0" * 64)
+
+    def __str__(self):
+        return f"chain of {self.practice_id} at #{self.seq}"

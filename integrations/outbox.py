@@ -1,0 +1,53 @@
+"""Writing outbox rows: the only way an outbound message is created."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from integrations.models import Destination, OutboxMessage
+
+
+def outbox_enqueue(
+    *,
+    destination: Destination | str,
+    event_type: str,
+    practice_id,
+    payload: dict,
+    payment_id=None,
+    dedupe_key: str | None = None,
+    schema_version: int = 1,
+) -> OutboxMessage | None:
+    """Queue one message in the caller's transaction.
+
+    With a `dedupe_key`, a second message for the same cause is not written and
+    None is returned.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("outbox_enqueue must run inside the transaction of its cause")
+    now = timezone.now()
+    message = OutboxMessage(
+        id=uuid.uuid4(),
+        practice_id=practice_id,
+        destination=str(destination),
+        event_type=event_type,
+        schema_version=schema_version,
+        occurred_at=now,
+        payload=json.loads(json.dumps(payload, cls=DjangoJSONEncoder)),
+        payment_id=payment_id,
+        dedupe_key=dedupe_key,
+        next_attempt_at=now,
+    )
+    if dedupe_key is None:
+        message.save(force_insert=True)
+        return message
+    try:
+        with transaction.atomic():
+            message.save(force_insert=True)
+    except IntegrityError:
+        return None
+    return message

@@ -1,0 +1,1 @@
+"""The governed Payment: lifecycle, tenders, refunds, voids, approvals; staff portal and patient API."""

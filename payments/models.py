@@ -1,0 +1,423 @@
+"""The governed Payment (§3.1, §13.1), its lifecycle (§3.2), tenders, refunds and approvals.
+
+The lifecycle is declared once, as django-fsm transitions on `Payment`; the
+state field is protected, so nothing but a transition changes it. Transitions
+here only move the state and stamp times: locking, permission checks, audit
+events and outbox rows belong to `payments.services`, which is the one write
+path for every change.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django_fsm import FSMField, FSMModelMixin, transition
+
+from practices.roles import PERMISSION_NAMES
+
+
+class PaymentState(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    INITIATED = "initiated", "Initiated"
+    AWAITING_CUSTOMER_ACTION = "awaiting_customer_action", "Awaiting customer action"
+    AUTHORISED = "authorised", "Authorised"
+    CAPTURED = "captured", "Captured"
+    FAILED = "failed", "Failed"
+    PARTIALLY_REFUNDED = "partially_refunded", "Partially refunded"
+    REFUNDED = "refunded", "Refunded"
+    VOIDED = "voided", "Voided / cancelled"
+    RECONCILED = "reconciled", "Reconciled"
+
+
+S = PaymentState
+# "Paid" means captured or later (§3.2): only these may be written to the PMS as paid.
+PAID_STATES = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.RECONCILED})
+PRE_CAPTURE_STATES = frozenset({S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED})
+OPEN_STATES = PRE_CAPTURE_STATES
+FINAL_STATES = frozenset({S.FAILED, S.VOIDED, S.REFUNDED, S.RECONCILED})
+REFUNDABLE_STATES = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED})
+
+
+class PaymentMethod(models.TextChoices):
+    TERMINAL = "terminal", "Card terminal"
+    ONLINE = "online", "Online / in-app checkout"
+    PAY_BY_LINK = "pay_by_link", "Pay-by-link"
+    VIRTUAL_TERMINAL = "virtual_terminal", "Virtual terminal (phone)"
+    CASH = "cash", "Cash"
+    VOUCHER = "voucher", "Voucher"
+    CARD_ON_FILE = "card_on_file", "Card on file (system-initiated)"
+
+
+CARD_METHODS = frozenset(
+    {
+        PaymentMethod.TERMINAL,
+        PaymentMethod.ONLINE,
+        PaymentMethod.PAY_BY_LINK,
+        PaymentMethod.VIRTUAL_TERMINAL,
+        PaymentMethod.CARD_ON_FILE,
+    }
+)
+# Tenders settled in the practice (no provider): captured when staff record them.
+OFFLINE_METHODS = frozenset({PaymentMethod.CASH, PaymentMethod.VOUCHER})
+
+
+class TargetType(models.TextChoices):
+    INVOICE = "invoice", "Invoice"
+    PATIENT_BALANCE = "patient_balance", "Patient balance"
+    DEPOSIT = "deposit", "Deposit"
+    PAYMENT_REQUEST = "payment_request", "Payment request"
+    COMMERCE_ORDER = "commerce_order", "Commerce order"
+
+
+# Targets a prospect (not yet a PMS patient) may pay, where the practice permits.
+PROSPECT_TARGETS = frozenset(
+    {TargetType.DEPOSIT, TargetType.PAYMENT_REQUEST, TargetType.COMMERCE_ORDER}
+)
+
+
+class InitiatorKind(models.TextChoices):
+    STAFF = "staff", "Staff member"
+    PATIENT = "patient", "Patient (self-serve)"
+    SYSTEM = "system", "System trigger"
+
+
+class Provider(models.TextChoices):
+    NONE = "", "None (in-practice tender)"
+    DNA = "dna", "DNA Payments"
+    GOCARDLESS = "gocardless", "GoCardless"
+
+
+class ReasonCode(models.TextChoices):
+    """Refund and void reasons (the peers' list)."""
+
+    PATIENT_REQUEST = "patient_request", "Patient request"
+    BILLING_ERROR = "billing_error", "Billing error"
+    SERVICE_NOT_RENDERED = "service_not_rendered", "Service not rendered"
+    DUPLICATE_CHARGE = "duplicate_charge", "Duplicate charge"
+    INSURANCE_ADJUSTMENT = "insurance_adjustment", "Insurance adjustment"
+    OTHER = "other", "Other"
+
+
+class PmsWritebackStatus(models.TextChoices):
+    NOT_DUE = "not_due", "Not due"
+    PENDING = "pending", "Pending"
+    WRITTEN = "written", "Written"
+    FALLBACK = "fallback", "Fallback task created"
+
+
+class PaymentQuerySet(models.QuerySet):
+    def paid(self):
+        return self.filter(state__in=PAID_STATES)
+
+    def open(self):
+        return self.filter(state__in=OPEN_STATES)
+
+
+class SplitPayment(models.Model):
+    """Several tenders against one target: one settled outcome when every tender is captured."""
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        SETTLED = "settled", "Settled"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey("practices.Patient", on_delete=models.PROTECT, related_name="+")
+    target_type = models.CharField(max_length=20, choices=TargetType.choices)
+    target_id = models.CharField(max_length=64)
+    pms_invoice_ref = models.CharField(max_length=64, blank=True)
+    amount_due = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="GBP")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    settled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount_due__gt=0), name="split_amount_positive")
+        ]
+
+    def __str__(self):
+        return f"Split {self.id} {self.amount_due} [{self.status}]"
+
+
+class Payment(FSMModelMixin, models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey(
+        "practices.Practice", on_delete=models.PROTECT, related_name="payments"
+    )
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="payments")
+    terminal = models.ForeignKey(
+        "terminals.Terminal",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payments",
+    )
+    patient = models.ForeignKey(
+        "practices.Patient", on_delete=models.PROTECT, related_name="payments"
+    )
+    target_type = models.CharField(max_length=20, choices=TargetType.choices)
+    target_id = models.CharField(max_length=64)
+    pms_invoice_ref = models.CharField(
+        max_length=64, blank=True, help_text="May be empty for commerce orders until fulfilment."
+    )
+    split = models.ForeignKey(
+        SplitPayment, on_delete=models.PROTECT, null=True, blank=True, related_name="tenders"
+    )
+    retry_of = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="retries"
+    )
+    method = models.CharField(max_length=20, choices=PaymentMethod.choices)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="GBP")
+    rewards_credit_applied = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True
+    )
+    rewards_credit_reference = models.CharField(max_length=64, blank=True)
+    captured_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    refunded_amount = models.DecimalField(max_digits=12, decimal_places=2, default=Decimal("0"))
+    state = FSMField(
+        max_length=32, choices=PaymentState.choices, default=PaymentState.PROPOSED, protected=True
+    )
+    provider = models.CharField(max_length=12, choices=Provider.choices, blank=True)
+    provider_reference = models.CharField(max_length=128, blank=True, db_index=True)
+    payment_mandate_ref = models.CharField(max_length=64, blank=True)
+    payment_profile_id = models.CharField(max_length=64, blank=True)
+    moto = models.BooleanField(default=False, help_text="Card not present, taken by phone.")
+    initiated_by_kind = models.CharField(max_length=10, choices=InitiatorKind.choices)
+    initiated_by_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    initiated_by_label = models.CharField(max_length=200)
+    failure_code = models.CharField(max_length=64, blank=True)
+    failure_reason = models.CharField(max_length=255, blank=True)
+    void_reason_code = models.CharField(max_length=32, choices=ReasonCode.choices, blank=True)
+    disputed = models.BooleanField(default=False)
+    pms_writeback_status = models.CharField(
+        max_length=10, choices=PmsWritebackStatus.choices, default=PmsWritebackStatus.NOT_DUE
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    authorised_at = models.DateTimeField(null=True, blank=True)
+    captured_at = models.DateTimeField(null=True, blank=True)
+    failed_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    reconciled_at = models.DateTimeField(null=True, blank=True)
+
+    objects = PaymentQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        permissions = [(perm.value, name) for perm, name in PERMISSION_NAMES.items()]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(refunded_amount__gte=0)
+                & Q(refunded_amount__lte=models.F("captured_amount")),
+                name="payment_refunds_within_capture",
+            ),
+            models.CheckConstraint(
+                condition=Q(rewards_credit_applied__isnull=True)
+                | (
+                    Q(rewards_credit_applied__gt=0)
+                    & Q(rewards_credit_applied__lt=models.F("amount"))
+                ),
+                name="payment_credit_below_amount",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["practice", "site", "-created_at"], name="payment_site_time"),
+            models.Index(fields=["practice", "state", "-created_at"], name="payment_state_time"),
+            models.Index(fields=["practice", "target_type", "target_id"], name="payment_target"),
+        ]
+
+    def __str__(self):
+        return f"Payment {self.id} {self.amount} {self.currency} [{self.state}]"
+
+    @property
+    def charge_amount(self) -> Decimal:
+        """What the primary method is charged: the amount less any rewards credit."""
+        return self.amount - (self.rewards_credit_applied or Decimal("0"))
+
+    @property
+    def refundable_amount(self) -> Decimal:
+        return self.captured_amount - self.refunded_amount
+
+    @property
+    def is_paid(self) -> bool:
+        return self.state in PAID_STATES
+
+    # --- The lifecycle (§3.2). Sources listed here are the whole table. ----
+
+    @transition(field=state, source=S.PROPOSED, target=S.INITIATED)
+    def initiate(self):
+        pass
+
+    @transition(field=state, source=S.INITIATED, target=S.AWAITING_CUSTOMER_ACTION)
+    def await_customer(self):
+        pass
+
+    @transition(field=state, source=[S.INITIATED, S.AWAITING_CUSTOMER_ACTION], target=S.AUTHORISED)
+    def authorise(self, *, at):
+        self.authorised_at = at
+
+    @transition(
+        field=state,
+        source=[S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED],
+        target=S.CAPTURED,
+    )
+    def capture(self, *, amount: Decimal, at):
+        self.captured_amount = amount
+        self.captured_at = at
+
+    @transition(
+        field=state,
+        source=[S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED],
+        target=S.FAILED,
+    )
+    def fail(self, *, code: str, reason: str, at):
+        self.failure_code = code
+        self.failure_reason = reason[:255]
+        self.failed_at = at
+
+    @transition(field=state, source=list(PRE_CAPTURE_STATES), target=S.VOIDED)
+    def void(self, *, reason_code: str, at):
+        self.void_reason_code = reason_code
+        self.voided_at = at
+
+    @transition(field=state, source=list(REFUNDABLE_STATES), target=S.PARTIALLY_REFUNDED)
+    def refund_partially(self, *, amount: Decimal):
+        self.refunded_amount += amount
+
+    @transition(field=state, source=list(REFUNDABLE_STATES), target=S.REFUNDED)
+    def refund_fully(self, *, amount: Decimal):
+        self.refunded_amount += amount
+
+    @transition(
+        field=state, source=[S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED], target=S.RECONCILED
+    )
+    def reconcile(self, *, at):
+        self.reconciled_at = at
+
+
+class Refund(models.Model):
+    """A refund against one captured payment, always by its original method and transaction."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending at provider"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    method = models.CharField(max_length=20, choices=PaymentMethod.choices)
+    original_provider_reference = models.CharField(max_length=128, blank=True)
+    reason_code = models.CharField(max_length=32, choices=ReasonCode.choices)
+    notes = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    requested_by_label = models.CharField(max_length=200)
+    approved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    idempotency_key = models.CharField(max_length=128, unique=True)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    failure_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="refund_amount_positive")
+        ]
+        indexes = [models.Index(fields=["practice", "-created_at"], name="refund_practice_time")]
+
+    def __str__(self):
+        return f"Refund {self.amount} of {self.payment_id} [{self.status}]"
+
+
+class ApprovalRequest(models.Model):
+    """A refund above the practice threshold waits here for a second person (§4.4, §9)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        GRANTED = "granted", "Granted"
+        DENIED = "denied", "Denied"
+        EXPIRED = "expired", "Expired"
+
+    class Action(models.TextChoices):
+        REFUND = "refund", "Refund"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="approvals")
+    action = models.CharField(max_length=10, choices=Action.choices, default=Action.REFUND)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    reason_code = models.CharField(max_length=32, choices=ReasonCode.choices)
+    notes = models.TextField(blank=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decision_note = models.TextField(blank=True)
+    expires_at = models.DateTimeField()
+    refund = models.OneToOneField(
+        Refund, on_delete=models.PROTECT, null=True, blank=True, related_name="approval"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at"]
+        indexes = [models.Index(fields=["practice", "status", "created_at"], name="approval_queue")]
+
+    def __str__(self):
+        return f"Approval of {self.action} {self.amount} [{self.status}]"
+
+
+class ProviderOperation(models.Model):
+    """Every money-moving provider call, keyed so that a retry can never move money twice."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Sent, outcome unknown"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed (provider confirmed nothing happened)"
+
+    id = models.BigAutoField(primary_key=True)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="operations")
+    operation = models.CharField(max_length=32)
+    idempotency_key = models.CharField(max_length=160, unique=True)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    provider_reference = models.CharField(max_length=128, blank=True)
+    last_error = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self):
+        return f"{self.operation} {self.idempotency_key} [{self.status}]"
+
+
+def idempotency_key(payment_id, operation: str, discriminator: str = "") -> str:
+    """The one rule for provider idempotency keys: payment + operation (+ which one)."""
+    key = f"pay:{payment_id}:{operation}"
+    return f"{key}:{discriminator}" if discriminator else key

@@ -1,0 +1,1007 @@
+"""The one write path for payments: create, move through the lifecycle, refund, void, approve.
+
+Every function here is keyword-only and does, in one `transaction.atomic`:
+check the actor may act, lock the rows (payment first, then split / refund /
+approval), apply the django-fsm transition, append audit events and write the
+outbox rows. Views, serializers, tasks and webhook handlers only translate
+input and call these.
+
+Outcome functions (`payment_capture`, `payment_fail`, ...) are idempotent for a
+repeated outcome — a re-delivered provider webhook changes nothing twice — and
+refuse a contradictory one with `InvalidTransition`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal, InvalidOperation
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+from django_fsm import TransitionNotAllowed
+
+from audit.actors import Actor
+from audit.models import EventType
+from audit.services import audit_record
+from payments import events
+from payments.errors import InvalidTransition, NotFound, PaymentError
+from payments.locks import lock_approval, lock_payment, lock_refund, lock_split
+from payments.models import (
+    CARD_METHODS,
+    OFFLINE_METHODS,
+    PAID_STATES,
+    PROSPECT_TARGETS,
+    ApprovalRequest,
+    InitiatorKind,
+    Payment,
+    PaymentMethod,
+    PaymentState,
+    Provider,
+    ProviderOperation,
+    ReasonCode,
+    Refund,
+    SplitPayment,
+    TargetType,
+    idempotency_key,
+)
+from practices import access
+from practices.models import Patient, Practice, Site
+from practices.roles import Perm
+from terminals.models import Terminal
+
+S = PaymentState
+_CENTS = Decimal("0.01")
+
+# Methods each kind of initiator may start.
+_PATIENT_METHODS = frozenset({PaymentMethod.ONLINE, PaymentMethod.PAY_BY_LINK})
+_SYSTEM_METHODS = frozenset(
+    {PaymentMethod.CARD_ON_FILE, PaymentMethod.PAY_BY_LINK, PaymentMethod.ONLINE}
+)
+_METHOD_PERMISSION = {
+    PaymentMethod.VIRTUAL_TERMINAL: Perm.USE_VIRTUAL_TERMINAL,
+    PaymentMethod.PAY_BY_LINK: Perm.ISSUE_PAY_BY_LINK,
+}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an outcome function did: the payment as it now is, and whether it changed."""
+
+    payment: Payment
+    changed: bool
+
+
+@dataclass(frozen=True)
+class RewardsCredit:
+    amount: Decimal
+    reference: str
+
+
+@dataclass(frozen=True)
+class TenderSpec:
+    method: str
+    amount: Decimal
+    terminal: Terminal | None = None
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    """A refund either happened (or is pending at the provider), or waits for approval."""
+
+    refund: Refund | None = None
+    approval: ApprovalRequest | None = None
+
+
+# --- Validation helpers ------------------------------------------------------
+
+
+def money(value, *, field: str = "amount") -> Decimal:
+    """Parse a positive money amount with at most two decimal places. Never a float."""
+    if isinstance(value, float):
+        raise PaymentError(
+            "Amounts must be given as decimal strings, not floats.",
+            code="invalid_amount",
+            field=field,
+        )
+    try:
+        amount = Decimal(str(value))
+    except (InvalidOperation, ValueError):
+        raise PaymentError(
+            "Enter an amount such as 12.50.", code="invalid_amount", field=field
+        ) from None
+    if not amount.is_finite() or amount <= 0:
+        raise PaymentError("The amount must be more than zero.", code="invalid_amount", field=field)
+    if amount != amount.quantize(_CENTS):
+        raise PaymentError(
+            "Amounts have at most two decimal places.", code="invalid_amount", field=field
+        )
+    if amount >= Decimal("10000000000"):
+        raise PaymentError("The amount is too large.", code="invalid_amount", field=field)
+    return amount.quantize(_CENTS)
+
+
+def _reason(reason_code: str) -> str:
+    if reason_code not in ReasonCode.values:
+        raise PaymentError(
+            "Choose a reason: " + ", ".join(label for label in ReasonCode.labels) + ".",
+            code="invalid_reason_code",
+            field="reason_code",
+        )
+    return reason_code
+
+
+def _authorise_initiator(
+    actor: Actor, *, practice: Practice, site: Site, patient: Patient, method: str
+) -> None:
+    if actor.kind == "staff":
+        access.require(actor.user, Perm.INITIATE_PAYMENT, practice_id=practice.id, site_id=site.id)
+        extra = _METHOD_PERMISSION.get(method)
+        if extra:
+            access.require(actor.user, extra, practice_id=practice.id, site_id=site.id)
+        if method == PaymentMethod.VIRTUAL_TERMINAL and not practice.virtual_terminal_enabled:
+            raise PaymentError(
+                "The virtual terminal is not enabled for this practice.",
+                code="virtual_terminal_disabled",
+            )
+    elif actor.kind == "patient":
+        if actor.patient is None or actor.patient.pk != patient.pk:
+            raise NotFound("No such balance.")
+        if method not in _PATIENT_METHODS:
+            raise PaymentError("Patients pay online.", code="method_not_allowed", field="method")
+    elif actor.kind == "system":
+        if method not in _SYSTEM_METHODS:
+            raise PaymentError(
+                "System triggers cannot start this method.",
+                code="method_not_allowed",
+                field="method",
+            )
+    else:
+        raise PaymentError("This actor cannot start payments.", code="permission_denied")
+
+
+def _validate_target(
+    *, practice: Practice, patient: Patient, target_type: str, target_id: str
+) -> None:
+    if target_type not in TargetType.values:
+        raise PaymentError(
+            "The billable target must be an invoice, patient balance, deposit, payment request or commerce order.",
+            code="invalid_target",
+            field="target_type",
+        )
+    if not target_id or len(target_id) > 64:
+        raise PaymentError(
+            "A billable target reference is required.", code="invalid_target", field="target_id"
+        )
+    if patient.practice_id != practice.id:
+        raise NotFound("No such patient.")
+    if patient.is_prospect and (
+        target_type not in PROSPECT_TARGETS or not practice.prospect_payments_enabled
+    ):
+        raise PaymentError(
+            "A prospect may pay only a deposit, payment request or product order, where the practice allows it.",
+            code="prospect_not_permitted",
+            field="patient",
+        )
+
+
+def _validate_terminal(*, method: str, site: Site, terminal: Terminal | None) -> None:
+    if method == PaymentMethod.TERMINAL:
+        if terminal is None:
+            raise PaymentError("Choose a terminal.", code="terminal_required", field="terminal")
+        if terminal.site_id != site.id or not terminal.active:
+            raise PaymentError(
+                "That terminal is not registered to this site.",
+                code="invalid_terminal",
+                field="terminal",
+            )
+    elif terminal is not None:
+        raise PaymentError(
+            "Only terminal payments use a terminal.", code="invalid_terminal", field="terminal"
+        )
+
+
+def _validate_credit(practice: Practice, amount: Decimal, credit: RewardsCredit) -> RewardsCredit:
+    if not practice.rewards_enabled:
+        raise PaymentError("Rewards are not enabled for this practice.", code="rewards_disabled")
+    if not credit.reference or len(credit.reference) > 64:
+        raise PaymentError(
+            "A rewards credit needs its redemption reference.",
+            code="invalid_rewards_credit",
+            field="rewards_credit_reference",
+        )
+    credit_amount = money(credit.amount, field="rewards_credit")
+    if credit_amount >= amount:
+        raise PaymentError(
+            "The rewards credit must be less than the amount due.",
+            code="invalid_rewards_credit",
+            field="rewards_credit",
+        )
+    return RewardsCredit(amount=credit_amount, reference=credit.reference)
+
+
+def _state_change(
+    payment: Payment,
+    actor: Actor,
+    from_state: str,
+    *,
+    event_type=EventType.PAYMENT_STATE_CHANGED,
+    **extra,
+):
+    audit_record(
+        event_type=event_type,
+        practice_id=payment.practice_id,
+        actor=actor,
+        site_id=payment.site_id,
+        terminal_id=payment.terminal_id,
+        payment_id=payment.id,
+        subject_type="payment",
+        subject_id=str(payment.id),
+        amount=extra.pop("amount", payment.amount),
+        currency=payment.currency,
+        method=payment.method,
+        target_type=payment.target_type,
+        target_id=payment.target_id,
+        provider_reference=payment.provider_reference,
+        from_state=from_state,
+        to_state=payment.state,
+        **extra,
+    )
+
+
+def _apply(payment: Payment, transition_name: str, **kwargs) -> None:
+    try:
+        getattr(payment, transition_name)(**kwargs)
+    except TransitionNotAllowed:
+        raise InvalidTransition(
+            f"A payment that is {payment.get_state_display().lower()} cannot be {transition_name.replace('_', ' ')}d.",
+        ) from None
+
+
+# --- Creating payments -------------------------------------------------------
+
+
+@transaction.atomic
+def payment_create(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    method: str,
+    pms_invoice_ref: str = "",
+    terminal: Terminal | None = None,
+    payment_profile_id: str = "",
+    rewards_credit: RewardsCredit | None = None,
+    split: SplitPayment | None = None,
+    retry_of: Payment | None = None,
+    initiate: bool = True,
+) -> Payment:
+    """Create a payment in `proposed` and, by default, move it to `initiated` (§13.2.1)."""
+    if method not in PaymentMethod.values:
+        raise PaymentError("Unknown payment method.", code="invalid_method", field="method")
+    amount = money(amount)
+    if site.practice_id != practice.id:
+        raise NotFound("No such site.")
+    _authorise_initiator(actor, practice=practice, site=site, patient=patient, method=method)
+    _validate_target(
+        practice=practice, patient=patient, target_type=target_type, target_id=target_id
+    )
+    _validate_terminal(method=method, site=site, terminal=terminal)
+    if method == PaymentMethod.CARD_ON_FILE and not payment_profile_id:
+        raise PaymentError(
+            "A card-on-file payment needs its payment profile.", code="payment_profile_required"
+        )
+    if rewards_credit is not None:
+        rewards_credit = _validate_credit(practice, amount, rewards_credit)
+    if target_type == TargetType.INVOICE and not pms_invoice_ref:
+        pms_invoice_ref = target_id
+
+    payment = Payment(
+        practice=practice,
+        site=site,
+        terminal=terminal,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        pms_invoice_ref=pms_invoice_ref,
+        split=split,
+        retry_of=retry_of,
+        method=method,
+        amount=amount,
+        currency=practice.currency,
+        provider=Provider.DNA if method in CARD_METHODS else Provider.NONE,
+        payment_profile_id=payment_profile_id,
+        moto=method == PaymentMethod.VIRTUAL_TERMINAL,
+        initiated_by_kind=actor.kind
+        if actor.kind in InitiatorKind.values
+        else InitiatorKind.SYSTEM,
+        initiated_by_user=actor.user if actor.is_staff else None,
+        initiated_by_label=actor.label if actor.kind != "patient" else "patient-self-serve",
+    )
+    if rewards_credit is not None:
+        payment.rewards_credit_applied = rewards_credit.amount
+        payment.rewards_credit_reference = rewards_credit.reference
+    payment.save(force_insert=True)
+    if rewards_credit is not None:
+        _audit_credit(payment, actor)
+    if initiate:
+        _initiate(payment, actor)
+    return payment
+
+
+def _initiate(payment: Payment, actor: Actor) -> None:
+    _apply(payment, "initiate")
+    payment.save(update_fields=["state", "updated_at"])
+    _state_change(
+        payment,
+        actor,
+        S.PROPOSED,
+        event_type=EventType.PAYMENT_INITIATED,
+        payload={"initiated_by": payment.initiated_by_label, "moto": payment.moto},
+    )
+    events.on_initiated(payment)
+
+
+@transaction.atomic
+def payment_initiate(*, payment_id, actor: Actor) -> Payment:
+    payment = lock_payment(payment_id)
+    _authorise_initiator(
+        actor,
+        practice=payment.practice,
+        site=payment.site,
+        patient=payment.patient,
+        method=payment.method,
+    )
+    _initiate(payment, actor)
+    return payment
+
+
+def _audit_credit(payment: Payment, actor: Actor) -> None:
+    audit_record(
+        event_type=EventType.REWARDS_CREDIT_APPLIED,
+        practice_id=payment.practice_id,
+        actor=actor,
+        site_id=payment.site_id,
+        payment_id=payment.id,
+        subject_type="payment",
+        subject_id=str(payment.id),
+        amount=payment.rewards_credit_applied,
+        currency=payment.currency,
+        method=payment.method,
+        target_type=payment.target_type,
+        target_id=payment.target_id,
+        payload={
+            "redemption_reference": payment.rewards_credit_reference,
+            "charge_amount": str(payment.charge_amount),
+        },
+    )
+
+
+@transaction.atomic
+def payment_apply_rewards_credit(*, payment_id, actor: Actor, amount, reference: str) -> Payment:
+    """Apply the credit Rewards Manager passed, before the charge reaches the provider (§4.5)."""
+    payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    if payment.state not in (S.PROPOSED, S.INITIATED):
+        raise InvalidTransition("Rewards credit can only be applied before the charge is sent.")
+    if payment.rewards_credit_applied:
+        raise PaymentError(
+            "A rewards credit is already applied to this payment.",
+            code="rewards_credit_already_applied",
+        )
+    credit = _validate_credit(
+        payment.practice, payment.amount, RewardsCredit(amount=amount, reference=reference)
+    )
+    payment.rewards_credit_applied = credit.amount
+    payment.rewards_credit_reference = credit.reference
+    payment.save(update_fields=["rewards_credit_applied", "rewards_credit_reference", "updated_at"])
+    _audit_credit(payment, actor)
+    return payment
+
+
+# --- Provider outcomes -----------------------------------------------------
+
+
+def _record_reference(payment: Payment, provider_reference: str) -> None:
+    if provider_reference and not payment.provider_reference:
+        payment.provider_reference = provider_reference[:128]
+
+
+@transaction.atomic
+def payment_await_customer(*, payment_id, actor: Actor, provider_reference: str = "") -> Outcome:
+    """Terminal prompt issued / hosted checkout presented / link sent."""
+    payment = lock_payment(payment_id)
+    if payment.state != S.INITIATED:
+        if (
+            payment.state in (S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED)
+            or payment.state in PAID_STATES
+        ):
+            return Outcome(payment, changed=False)
+        raise InvalidTransition(
+            f"A {payment.get_state_display().lower()} payment cannot await the customer."
+        )
+    _record_reference(payment, provider_reference)
+    _apply(payment, "await_customer")
+    payment.save(update_fields=["state", "provider_reference", "updated_at"])
+    _state_change(payment, actor, S.INITIATED)
+    return Outcome(payment, changed=True)
+
+
+@transaction.atomic
+def payment_authorise(*, payment_id, actor: Actor, provider_reference: str = "") -> Outcome:
+    payment = lock_payment(payment_id)
+    if payment.state == S.AUTHORISED or payment.state in PAID_STATES:
+        return Outcome(payment, changed=False)
+    from_state = payment.state
+    _record_reference(payment, provider_reference)
+    _apply(payment, "authorise", at=timezone.now())
+    payment.save(update_fields=["state", "provider_reference", "authorised_at", "updated_at"])
+    _state_change(payment, actor, from_state)
+    return Outcome(payment, changed=True)
+
+
+@transaction.atomic
+def payment_capture(
+    *, payment_id, actor: Actor, amount=None, provider_reference: str = ""
+) -> Outcome:
+    """Record that the funds were captured. A second capture is a no-op (§13.2.5)."""
+    payment = lock_payment(payment_id)
+    if payment.state in PAID_STATES:
+        return Outcome(payment, changed=False)
+    captured = payment.charge_amount if amount is None else money(amount)
+    if captured != payment.charge_amount:
+        raise PaymentError(
+            f"Captured {captured} but {payment.charge_amount} was charged.",
+            code="capture_amount_mismatch",
+        )
+    from_state = payment.state
+    _record_reference(payment, provider_reference)
+    _apply(payment, "capture", amount=captured, at=timezone.now())
+    events.on_captured(payment)
+    payment.save(
+        update_fields=[
+            "state",
+            "provider_reference",
+            "captured_amount",
+            "captured_at",
+            "pms_writeback_status",
+            "updated_at",
+        ]
+    )
+    _state_change(payment, actor, from_state, amount=captured)
+    if payment.split_id:
+        _settle_split_if_complete(payment.split_id, actor)
+    return Outcome(payment, changed=True)
+
+
+@transaction.atomic
+def payment_fail(
+    *, payment_id, actor: Actor, code: str, reason: str, provider_reference: str = ""
+) -> Outcome:
+    """Declined, cancelled by the customer, or timed out with the provider confirming nothing happened."""
+    payment = lock_payment(payment_id)
+    if payment.state == S.FAILED:
+        return Outcome(payment, changed=False)
+    if payment.state in PAID_STATES:
+        raise InvalidTransition("A captured payment cannot fail; refund it instead.")
+    from_state = payment.state
+    _record_reference(payment, provider_reference)
+    _apply(payment, "fail", code=code[:64], reason=reason, at=timezone.now())
+    payment.save(
+        update_fields=[
+            "state",
+            "provider_reference",
+            "failure_code",
+            "failure_reason",
+            "failed_at",
+            "updated_at",
+        ]
+    )
+    _state_change(
+        payment,
+        actor,
+        from_state,
+        payload={"failure_code": payment.failure_code, "failure_reason": payment.failure_reason},
+    )
+    events.on_failed(payment)
+    return Outcome(payment, changed=True)
+
+
+@transaction.atomic
+def payment_retry(*, payment_id, actor: Actor) -> Payment:
+    """A new attempt for a failed payment, linked to the same target; the failed one keeps its history."""
+    failed = lock_payment(payment_id)
+    if failed.state != S.FAILED:
+        raise InvalidTransition("Only a failed payment can be retried.")
+    if failed.retries.exists():
+        raise PaymentError("This payment has already been retried.", code="already_retried")
+    return payment_create(
+        actor=actor,
+        practice=failed.practice,
+        site=failed.site,
+        patient=failed.patient,
+        target_type=failed.target_type,
+        target_id=failed.target_id,
+        pms_invoice_ref=failed.pms_invoice_ref,
+        amount=failed.amount,
+        method=failed.method,
+        terminal=failed.terminal if failed.terminal and failed.terminal.active else None,
+        payment_profile_id=failed.payment_profile_id,
+        rewards_credit=(
+            RewardsCredit(failed.rewards_credit_applied, failed.rewards_credit_reference)
+            if failed.rewards_credit_applied
+            else None
+        ),
+        split=failed.split,
+        retry_of=failed,
+    )
+
+
+@transaction.atomic
+def payment_void(*, payment_id, actor: Actor, reason_code: str, notes: str = "") -> Outcome:
+    """Cancel before capture (§4.4). Needs the refund/void role when a person does it."""
+    payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user, Perm.ISSUE_VOID, practice_id=payment.practice_id, site_id=payment.site_id
+        )
+    elif actor.kind not in ("system", "provider"):
+        raise PaymentError("This actor cannot void payments.", code="permission_denied")
+    reason_code = _reason(reason_code)
+    if payment.state == S.VOIDED:
+        return Outcome(payment, changed=False)
+    if payment.state not in (S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED):
+        raise InvalidTransition(
+            "Only a payment that has not been captured can be voided; refund it instead."
+        )
+    from_state = payment.state
+    _apply(payment, "void", reason_code=reason_code, at=timezone.now())
+    payment.save(update_fields=["state", "void_reason_code", "voided_at", "updated_at"])
+    _state_change(
+        payment,
+        actor,
+        from_state,
+        event_type=EventType.PAYMENT_VOIDED,
+        reason_code=reason_code,
+        payload={"notes": notes},
+    )
+    if payment.method in CARD_METHODS and from_state in (S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED):
+        _provider_operation(payment, "cancel")
+    return Outcome(payment, changed=True)
+
+
+@transaction.atomic
+def payment_reconcile(*, payment_id, actor: Actor, batch_reference: str) -> Outcome:
+    payment = lock_payment(payment_id)
+    if payment.state == S.RECONCILED:
+        return Outcome(payment, changed=False)
+    from_state = payment.state
+    _apply(payment, "reconcile", at=timezone.now())
+    payment.save(update_fields=["state", "reconciled_at", "updated_at"])
+    _state_change(payment, actor, from_state, payload={"batch_reference": batch_reference})
+    return Outcome(payment, changed=True)
+
+
+def _provider_operation(
+    payment: Payment, operation: str, discriminator: str = ""
+) -> ProviderOperation:
+    """Record a money-moving provider call to make; its key makes a second one impossible."""
+    op, _ = ProviderOperation.objects.get_or_create(
+        idempotency_key=idempotency_key(payment.id, operation, discriminator),
+        defaults={"payment": payment, "operation": operation},
+    )
+    return op
+
+
+# --- Cash and voucher tenders ------------------------------------------------
+
+
+@transaction.atomic
+def tender_record_received(*, payment_id, actor: Actor) -> Outcome:
+    """Staff confirm a cash or voucher tender was received: it is captured there and then."""
+    payment = lock_payment(payment_id)
+    if payment.method not in OFFLINE_METHODS:
+        raise PaymentError(
+            "Only cash and voucher tenders are recorded by staff.", code="method_not_allowed"
+        )
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    return payment_capture(payment_id=payment.id, actor=actor)
+
+
+# --- Split payments ----------------------------------------------------------
+
+
+@transaction.atomic
+def split_create(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount_due,
+    tenders: list[TenderSpec],
+    pms_invoice_ref: str = "",
+) -> SplitPayment:
+    """Several tenders against one target; they must add up to exactly the amount due."""
+    amount_due = money(amount_due, field="amount_due")
+    if len(tenders) < 2:
+        raise PaymentError(
+            "A split needs at least two tenders.", code="split_needs_tenders", field="tenders"
+        )
+    amounts = [money(t.amount, field="tenders") for t in tenders]
+    total = sum(amounts, Decimal("0"))
+    if total < amount_due:
+        raise PaymentError(
+            f"The tenders add up to {total}, {amount_due - total} short of {amount_due}.",
+            code="split_underpaid",
+            field="tenders",
+        )
+    if total > amount_due:
+        raise PaymentError(
+            f"The tenders add up to {total}, {total - amount_due} more than {amount_due}.",
+            code="split_overpaid",
+            field="tenders",
+        )
+    split = SplitPayment.objects.create(
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        pms_invoice_ref=pms_invoice_ref or (target_id if target_type == TargetType.INVOICE else ""),
+        amount_due=amount_due,
+        currency=practice.currency,
+        created_by=actor.user if actor.is_staff else None,
+    )
+    for tender, amount in zip(tenders, amounts, strict=True):
+        payment_create(
+            actor=actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=target_type,
+            target_id=target_id,
+            pms_invoice_ref=split.pms_invoice_ref,
+            amount=amount,
+            method=tender.method,
+            terminal=tender.terminal,
+            split=split,
+        )
+    return split
+
+
+def split_remaining(split: SplitPayment) -> Decimal:
+    """What is still to be captured on a split."""
+    captured = Payment.objects.filter(split=split, state__in=PAID_STATES).aggregate(
+        total=Sum("captured_amount")
+    )["total"] or Decimal("0")
+    return split.amount_due - captured
+
+
+def _settle_split_if_complete(split_id, actor: Actor) -> None:
+    split = lock_split(split_id)
+    if split.status != SplitPayment.Status.OPEN:
+        return
+    # The live tenders: for each failed one, its retry stands in its place.
+    tenders = list(
+        Payment.objects.filter(split=split)
+        .exclude(state__in=[S.FAILED, S.VOIDED])
+        .order_by("created_at")
+    )
+    if not tenders or any(t.state not in PAID_STATES for t in tenders):
+        return
+    if sum((t.captured_amount for t in tenders), Decimal("0")) != split.amount_due:
+        return
+    split.status = SplitPayment.Status.SETTLED
+    split.settled_at = timezone.now()
+    split.save(update_fields=["status", "settled_at"])
+    audit_record(
+        event_type=EventType.SPLIT_SETTLED,
+        practice_id=split.practice_id,
+        actor=actor,
+        site_id=split.site_id,
+        subject_type="split",
+        subject_id=str(split.id),
+        amount=split.amount_due,
+        currency=split.currency,
+        target_type=split.target_type,
+        target_id=split.target_id,
+        payload={
+            "tenders": [
+                {"payment_id": str(t.id), "method": t.method, "amount": str(t.captured_amount)}
+                for t in tenders
+            ]
+        },
+    )
+    events.on_split_settled(split, tenders)
+
+
+# --- Refunds and approvals -----------------------------------------------------
+
+
+def _reserved_refunds(payment: Payment) -> Decimal:
+    """Refunds already succeeded or still pending at the provider, which the cap must include."""
+    return payment.refunds.filter(
+        status__in=[Refund.Status.PENDING, Refund.Status.SUCCEEDED]
+    ).aggregate(total=Sum("amount"))["total"] or Decimal("0")
+
+
+def _needs_approval(payment: Payment, amount: Decimal) -> bool:
+    threshold = payment.practice.refund_approval_threshold
+    return threshold is not None and amount > threshold
+
+
+@transaction.atomic
+def refund_request(
+    *, payment_id, actor: Actor, amount=None, reason_code: str, notes: str = ""
+) -> RefundResult:
+    """Refund all (amount None) or part of a captured payment, by its original method.
+
+    Above the practice threshold, a staff request becomes an approval request
+    for a second person; nothing moves until it is granted.
+    """
+    payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user, Perm.ISSUE_REFUND, practice_id=payment.practice_id, site_id=payment.site_id
+        )
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot refund payments.", code="permission_denied")
+    reason_code = _reason(reason_code)
+    if payment.state not in (S.CAPTURED, S.PARTIALLY_REFUNDED):
+        raise InvalidTransition("Only a captured or partially refunded payment can be refunded.")
+    available = payment.captured_amount - _reserved_refunds(payment)
+    amount = available if amount is None else money(amount)
+    if amount <= 0 or amount > available:
+        raise PaymentError(
+            f"At most {available} {payment.currency} can still be refunded.",
+            code="refund_exceeds_captured",
+            field="amount",
+        )
+    if actor.kind == "staff" and _needs_approval(payment, amount):
+        return RefundResult(approval=_approval_create(payment, actor, amount, reason_code, notes))
+    return RefundResult(
+        refund=_refund_start(payment, actor, amount, reason_code, notes, approver=None)
+    )
+
+
+def _refund_start(
+    payment: Payment,
+    actor: Actor,
+    amount: Decimal,
+    reason_code: str,
+    notes: str,
+    *,
+    approver: Actor | None,
+) -> Refund:
+    refund = Refund(
+        practice_id=payment.practice_id,
+        payment=payment,
+        amount=amount,
+        method=payment.method,
+        original_provider_reference=payment.provider_reference,
+        reason_code=reason_code,
+        notes=notes,
+        requested_by=actor.user if actor.is_staff else None,
+        requested_by_label=actor.label,
+        approved_by=approver.user if approver else None,
+    )
+    refund.idempotency_key = idempotency_key(payment.id, "refund", str(refund.id))
+    refund.save(force_insert=True)
+    if payment.method in OFFLINE_METHODS:
+        # Cash or voucher handed back in the practice: done now.
+        _refund_succeed(payment, refund, actor, approver=approver)
+    else:
+        _provider_operation(payment, "refund", str(refund.id))
+    return refund
+
+
+def _refund_succeed(
+    payment: Payment,
+    refund: Refund,
+    actor: Actor,
+    *,
+    approver: Actor | None = None,
+    provider_reference: str = "",
+) -> None:
+    from_state = payment.state
+    refund.status = Refund.Status.SUCCEEDED
+    refund.completed_at = timezone.now()
+    refund.provider_reference = provider_reference[:128]
+    refund.save(update_fields=["status", "completed_at", "provider_reference"])
+    full = payment.refunded_amount + refund.amount == payment.captured_amount
+    _apply(payment, "refund_fully" if full else "refund_partially", amount=refund.amount)
+    events.on_refunded(payment, refund)
+    payment.save(update_fields=["state", "refunded_amount", "pms_writeback_status", "updated_at"])
+    approver = approver or (Actor.staff(refund.approved_by) if refund.approved_by else None)
+    _state_change(
+        payment,
+        actor,
+        from_state,
+        event_type=EventType.PAYMENT_REFUNDED if full else EventType.PAYMENT_PARTIALLY_REFUNDED,
+        amount=refund.amount,
+        reason_code=refund.reason_code,
+        approver=approver,
+        payload={
+            "refund_id": str(refund.id),
+            "original_transaction": refund.original_provider_reference,
+            "original_method": refund.method,
+            "refunded_total": str(payment.refunded_amount),
+            "notes": refund.notes,
+        },
+    )
+
+
+@transaction.atomic
+def refund_complete(*, refund_id, actor: Actor, provider_reference: str = "") -> Refund:
+    """The provider confirmed the refund. A repeated confirmation changes nothing."""
+    payment = lock_payment(Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id))
+    refund = lock_refund(refund_id)
+    if refund.status == Refund.Status.SUCCEEDED:
+        return refund
+    if refund.status == Refund.Status.FAILED:
+        raise InvalidTransition("This refund already failed.")
+    _refund_succeed(payment, refund, actor, provider_reference=provider_reference)
+    return refund
+
+
+@transaction.atomic
+def refund_fail(*, refund_id, actor: Actor, reason: str) -> Refund:
+    """The provider refused the refund: the reserved amount is released, the payment unchanged."""
+    payment = lock_payment(Refund.objects.values_list("payment_id", flat=True).get(pk=refund_id))
+    refund = lock_refund(refund_id)
+    if refund.status != Refund.Status.PENDING:
+        return refund
+    refund.status = Refund.Status.FAILED
+    refund.failure_reason = reason[:255]
+    refund.completed_at = timezone.now()
+    refund.save(update_fields=["status", "failure_reason", "completed_at"])
+    audit_record(
+        event_type=EventType.REFUND_FAILED,
+        practice_id=payment.practice_id,
+        actor=actor,
+        site_id=payment.site_id,
+        payment_id=payment.id,
+        subject_type="refund",
+        subject_id=str(refund.id),
+        amount=refund.amount,
+        currency=payment.currency,
+        method=payment.method,
+        reason_code=refund.reason_code,
+        provider_reference=payment.provider_reference,
+        payload={"failure_reason": refund.failure_reason},
+    )
+    return refund
+
+
+def _approval_create(
+    payment: Payment, actor: Actor, amount: Decimal, reason_code: str, notes: str
+) -> ApprovalRequest:
+    approval = ApprovalRequest.objects.create(
+        practice_id=payment.practice_id,
+        site_id=payment.site_id,
+        payment=payment,
+        amount=amount,
+        reason_code=reason_code,
+        notes=notes,
+        requested_by=actor.user,
+        expires_at=timezone.now() + timedelta(hours=payment.practice.approval_request_ttl_hours),
+    )
+    _audit_approval(approval, EventType.APPROVAL_REQUIRED, actor)
+    events.on_approval_required(approval)
+    return approval
+
+
+def _audit_approval(
+    approval: ApprovalRequest, event_type: EventType, actor: Actor, *, approver: Actor | None = None
+) -> None:
+    audit_record(
+        event_type=event_type,
+        practice_id=approval.practice_id,
+        actor=actor,
+        site_id=approval.site_id,
+        payment_id=approval.payment_id,
+        subject_type="approval",
+        subject_id=str(approval.id),
+        amount=approval.amount,
+        reason_code=approval.reason_code,
+        approver=approver,
+        payload={
+            "action": approval.action,
+            "status": approval.status,
+            "note": approval.decision_note,
+        },
+    )
+
+
+def _lock_pending_approval(approval_id, actor: Actor) -> tuple[Payment, ApprovalRequest]:
+    payment = lock_payment(
+        ApprovalRequest.objects.values_list("payment_id", flat=True).get(pk=approval_id)
+    )
+    approval = lock_approval(approval_id)
+    access.require(
+        actor.user, Perm.APPROVE_REFUND, practice_id=approval.practice_id, site_id=approval.site_id
+    )
+    if approval.requested_by_id == actor.user.pk:
+        raise PaymentError("You cannot approve or deny your own request.", code="self_approval")
+    if approval.status != ApprovalRequest.Status.PENDING:
+        raise InvalidTransition(f"This request is already {approval.status}.")
+    if approval.expires_at <= timezone.now():
+        raise InvalidTransition("This request has expired.")
+    return payment, approval
+
+
+@transaction.atomic
+def approval_grant(*, approval_id, actor: Actor, note: str = "") -> Refund:
+    """A second person with the approver role grants the refund; it then runs as requested."""
+    if not actor.is_staff:
+        raise PaymentError("Only staff approve refunds.", code="permission_denied")
+    payment, approval = _lock_pending_approval(approval_id, actor)
+    available = payment.captured_amount - _reserved_refunds(payment)
+    if payment.state not in (S.CAPTURED, S.PARTIALLY_REFUNDED) or approval.amount > available:
+        raise PaymentError(
+            "The payment can no longer be refunded by this amount.", code="refund_exceeds_captured"
+        )
+    approval.status = ApprovalRequest.Status.GRANTED
+    approval.decided_by = actor.user
+    approval.decided_at = timezone.now()
+    approval.decision_note = note
+    requester = Actor.staff(approval.requested_by)
+    _audit_approval(approval, EventType.APPROVAL_GRANTED, actor, approver=actor)
+    refund = _refund_start(
+        payment, requester, approval.amount, approval.reason_code, approval.notes, approver=actor
+    )
+    approval.refund = refund
+    approval.save(update_fields=["status", "decided_by", "decided_at", "decision_note", "refund"])
+    return refund
+
+
+@transaction.atomic
+def approval_deny(*, approval_id, actor: Actor, note: str = "") -> ApprovalRequest:
+    if not actor.is_staff:
+        raise PaymentError("Only staff deny refunds.", code="permission_denied")
+    _payment, approval = _lock_pending_approval(approval_id, actor)
+    approval.status = ApprovalRequest.Status.DENIED
+    approval.decided_by = actor.user
+    approval.decided_at = timezone.now()
+    approval.decision_note = note
+    approval.save(update_fields=["status", "decided_by", "decided_at", "decision_note"])
+    _audit_approval(approval, EventType.APPROVAL_DENIED, actor, approver=actor)
+    return approval
+
+
+def approvals_expire(*, now=None) -> int:
+    """Expire pending requests past their time; each in its own transaction. Changes no money."""
+    now = now or timezone.now()
+    expired = 0
+    due = ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING, expires_at__lte=now)
+    for approval_id in due.values_list("id", flat=True).iterator():
+        with transaction.atomic():
+            approval = lock_approval(approval_id)
+            if approval.status != ApprovalRequest.Status.PENDING:
+                continue
+            approval.status = ApprovalRequest.Status.EXPIRED
+            approval.decided_at = now
+            approval.save(update_fields=["status", "decided_at"])
+            _audit_approval(approval, EventType.APPROVAL_EXPIRED, Actor.system("approval_expiry"))
+            expired += 1
+    return expired

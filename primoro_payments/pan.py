@@ -1,0 +1,63 @@
+"""Card-number (PAN) detection: the one rule behind log redaction and the PAN guard.
+
+A card number is a Luhn-valid run of 13 to 19 digits, written plainly or in
+groups separated by single spaces or dashes. We never keep such a value, so
+anything that finds one either refuses the input or replaces the digits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+# 13-19 digits, each optionally followed by one space or dash, not touching
+# another digit on either side.
+_CANDIDATE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+REDACTED = "[REDACTED-PAN]"
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = ord(char) - 48
+        if index % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _card_like(match: str) -> bool:
+    digits = match.replace(" ", "").replace("-", "")
+    return 13 <= len(digits) <= 19 and luhn_valid(digits)
+
+
+def iter_card_numbers(text: str) -> Iterator[str]:
+    """Yield each card-number-like run in `text` (as written, separators kept)."""
+    for match in _CANDIDATE.finditer(text):
+        if _card_like(match.group()):
+            yield match.group()
+
+
+def contains_card_number(text: str) -> bool:
+    return next(iter_card_numbers(text), None) is not None
+
+
+def redact_card_numbers(text: str) -> str:
+    """Replace every card-number-like run with a fixed marker."""
+    if not any(ch.isdigit() for ch in text):
+        return text
+    return _CANDIDATE.sub(lambda m: REDACTED if _card_like(m.group()) else m.group(), text)
+
+
+def redact_value(value):
+    """Redact card numbers anywhere inside strings, lists, tuples and dicts."""
+    if isinstance(value, str):
+        return redact_card_numbers(value)
+    if isinstance(value, dict):
+        return {key: redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact_value(item) for item in value)
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10**12:
+        text = str(value)
+        return REDACTED if _card_like(text) else value
+    return value

@@ -1,0 +1,198 @@
+"""Django settings, all from the environment (see `config.py` and README).
+
+DEBUG=true is development: generated secrets are allowed and, when
+DATABASE_URL / REDIS_URL are unset, an embedded PostgreSQL and Redis are
+started under `.local/`. Anything else is production: secrets, DATABASE_URL and
+REDIS_URL are required and the security settings are on.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote
+
+from django.core.exceptions import ImproperlyConfigured
+
+from primoro_payments.config import BASE_DIR, env, secret
+
+DEBUG = env.bool("DEBUG", default=False)
+
+SECRET_KEY = secret("SECRET_KEY", debug=DEBUG)
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "drf_spectacular",
+    "django_htmx",
+    "pgtrigger",
+    "practices",
+    "terminals",
+    "audit",
+    "payments",
+    "subscriptions",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "primoro_payments.logging.RequestIdMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "primoro_payments.urls"
+WSGI_APPLICATION = "primoro_payments.wsgi.application"
+ASGI_APPLICATION = "primoro_payments.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Data stores -----------------------------------------------------------
+
+if "DATABASE_URL" in env.ENVIRON or "DATABASE_URL_FILE" in env.ENVIRON:
+    _database = env.db_url("DATABASE_URL")
+elif DEBUG:
+    from primoro_payments import localservices
+
+    _database = env.db_url_config(localservices.postgres_url())
+else:
+    raise ImproperlyConfigured("DATABASE_URL must be set in production.")
+_database["HOST"] = unquote(_database.get("HOST", ""))  # allow a %2F-encoded socket dir
+_database.setdefault("OPTIONS", {})
+_database["CONN_MAX_AGE"] = env.int("DB_CONN_MAX_AGE", default=60)
+_database["CONN_HEALTH_CHECKS"] = True
+_database["ATOMIC_REQUESTS"] = False
+DATABASES = {"default": _database}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if "REDIS_URL" in env.ENVIRON or "REDIS_URL_FILE" in env.ENVIRON:
+    REDIS_URL = env.str("REDIS_URL")
+elif DEBUG:
+    from primoro_payments import localservices
+
+    REDIS_URL = localservices.redis_url()
+else:
+    raise ImproperlyConfigured("REDIS_URL must be set in production.")
+
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "primoro-payments",
+    }
+}
+
+# --- Celery (primoro_payments/celery.py reads the CELERY_ namespace) --------
+
+CELERY_BROKER_URL = REDIS_URL
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+# Money work: acknowledge after the task ran, redeliver if the worker died,
+# take one message at a time.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=120)
+CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=100)
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_QUEUES_NAMES = ("webhooks", "outbox", "writeback", "default")
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A redelivery window longer than the longest task, so acks_late never doubles work.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+CELERY_TIMEZONE = "UTC"
+
+# --- Auth, i18n, static ----------------------------------------------------
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "/"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-gb"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
+
+REST_FRAMEWORK = {
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_AUTHENTICATION_CLASSES": ["rest_framework.authentication.SessionAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Primoro Integrated Payments API",
+    "VERSION": "1.0.0",
+}
+
+# --- Security (production) -------------------------------------------------
+
+SECURE_PROXY_SSL_HEADER = (
+    tuple(env.list("SECURE_PROXY_SSL_HEADER")) if env.str("SECURE_PROXY_SSL_HEADER", "") else None
+)
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^readyz$"]
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = not DEBUG
+SECURE_HSTS_PRELOAD = not DEBUG
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+SESSION_COOKIE_HTTPONLY = True
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"
+
+# --- Logging (structlog JSON; see primoro_payments/logging.py) -------------
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console
+LOGGING_CONFIG = None  # primoro_payments.logging.configure() sets everything up
+
+from primoro_payments.logging import configure as _configure_logging  # noqa: E402
+
+_configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)

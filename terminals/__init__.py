@@ -1,0 +1,1 @@
+"""Registered card terminals (countertop and handheld) per site, and their sessions."""
