@@ -72,7 +72,7 @@ def scope(queryset: QuerySet, user, *, practice_field="practice", site_field: st
     condition = Q(**{f"{practice_field}_id__in": practice_ids_for(user)})
     if site_field:
         condition &= Q(**{f"{site_field}_id__in": site_ids_for(user)}) | Q(
-            **{f"{site_field}__isnull": True}
+            **{f"{site_field}_id__isnull": True}
         )
     return queryset.filter(condition)
 

@@ -22,6 +22,7 @@ app.conf.task_queues = [Queue(name) for name in ("webhooks", "outbox", "writebac
 app.conf.task_routes = {
     "integrations.tasks.process_webhook_event": {"queue": "webhooks"},
     "integrations.tasks.relay_outbox*": {"queue": "outbox"},
+    "integrations.tasks.sweep_outbox": {"queue": "outbox"},
     "integrations.tasks.deliver_*": {"queue": "outbox"},
     "integrations.tasks.pms_*": {"queue": "writeback"},
 }

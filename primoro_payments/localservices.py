@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import time
+import zlib
 from pathlib import Path
 from urllib.parse import quote
 
@@ -27,7 +28,12 @@ LOCAL_DIR = Path(os.environ.get("PRIMORO_LOCAL_DIR", BASE_DIR / ".local"))
 PG_DIR = LOCAL_DIR / "pgdata"
 REDIS_DIR = LOCAL_DIR / "redis"
 DATABASE_NAME = "primoro"
-REDIS_PORT = int(os.environ.get("PRIMORO_LOCAL_REDIS_PORT", "6389"))
+# A port of this checkout's own (derived from its path), so two clones on one
+# machine never share an embedded Redis by accident.
+REDIS_PORT = int(
+    os.environ.get("PRIMORO_LOCAL_REDIS_PORT")
+    or 20000 + zlib.crc32(str(LOCAL_DIR).encode()) % 10000
+)
 
 
 @contextlib.contextmanager
@@ -47,8 +53,9 @@ def _postgres_socket_dir() -> str:
     server = pgserver.get_server(PG_DIR, cleanup_mode=None)
     # get_uri() looks like postgresql://postgres:@/postgres?host=/some/dir
     host = server.get_uri().split("host=", 1)[1].split("&", 1)[0]
-    with contextlib.suppress(Exception):
-        server.psql(f"CREATE DATABASE {DATABASE_NAME};")  # fails harmlessly if it exists
+    exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")  # noqa: S608 - a constant
+    if "(1 row)" not in exists:
+        server.psql(f"CREATE DATABASE {DATABASE_NAME};")
     return host
 
 
@@ -127,7 +134,7 @@ def stop_all() -> None:
             with contextlib.suppress(ValueError, OSError):
                 os.kill(int(pid_file.read_text().strip()), 15)
         if running()["postgres"]:
-            from pgserver.utils import pg_ctl
+            from pgserver._commands import pg_ctl
 
             user = "pgserver" if os.geteuid() == 0 else None
             with contextlib.suppress(subprocess.CalledProcessError):

@@ -130,6 +130,45 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    # The outbox sweep: a lost "relay now" message only delays delivery by this much.
+    "outbox-sweep": {
+        "task": "integrations.tasks.sweep_outbox",
+        "schedule": env.float("OUTBOX_SWEEP_SECONDS", default=15.0),
+        "options": {"expires": 14},
+    },
+}
+
+# --- Outbound module endpoints and the outbox relay (integrations/relay.py) ----
+# <PREFIX>_URL and <PREFIX>_SECRET per destination; no URL = that destination is
+# disabled (its rows are parked as "disabled", visible in the admin).
+
+
+def _module_endpoint(prefix: str) -> dict:
+    url = env.str(f"{prefix}_URL", default="").strip()
+    return {"url": url, "secret": secret(f"{prefix}_SECRET", debug=DEBUG) if url else ""}
+
+
+OUTBOX_ENDPOINTS = {
+    "communication_hub": _module_endpoint("MODULE_COMMUNICATION_HUB"),
+    "task_manager": _module_endpoint("MODULE_TASK_MANAGER"),
+    "financial_insights": _module_endpoint("MODULE_FINANCIAL_INSIGHTS"),
+    "rewards_manager": _module_endpoint("MODULE_REWARDS_MANAGER"),
+    "care_plan": _module_endpoint("MODULE_CARE_PLAN"),
+    "hygiene": _module_endpoint("MODULE_HYGIENE"),
+    "inventory": _module_endpoint("MODULE_INVENTORY"),
+    "telephony": _module_endpoint("MODULE_TELEPHONY"),
+    "pms": _module_endpoint("PMS_WRITEBACK"),
+}
+OUTBOX_MAX_ATTEMPTS = env.int("OUTBOX_MAX_ATTEMPTS", default=10)
+OUTBOX_BACKOFF_BASE_SECONDS = env.float("OUTBOX_BACKOFF_BASE_SECONDS", default=10.0)
+OUTBOX_BACKOFF_CAP_SECONDS = env.float("OUTBOX_BACKOFF_CAP_SECONDS", default=900.0)
+OUTBOX_LEASE_SECONDS = env.float("OUTBOX_LEASE_SECONDS", default=300.0)
+OUTBOX_HTTP_CONNECT_TIMEOUT_SECONDS = env.float("OUTBOX_HTTP_CONNECT_TIMEOUT_SECONDS", default=3.0)
+OUTBOX_HTTP_TIMEOUT_SECONDS = env.float("OUTBOX_HTTP_TIMEOUT_SECONDS", default=10.0)
+OUTBOX_RELAY_TIME_BUDGET_SECONDS = env.float("OUTBOX_RELAY_TIME_BUDGET_SECONDS", default=60.0)
+# Publish a relay task when a transaction that wrote outbox rows commits.
+OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=not CELERY_TASK_ALWAYS_EAGER)
 
 # --- Auth, i18n, static ----------------------------------------------------
 

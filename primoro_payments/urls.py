@@ -16,5 +16,6 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("audit/", include("audit.urls")),
     path("", include("payments.urls")),
 ]

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Random secrets for `docker compose up`, written once to .local/compose-secrets/
+# (git-ignored; existing files are kept). Compose mounts them as Docker secrets
+# under /run/secrets/ and the app reads them through the NAME_FILE convention.
+#
+# Compose bind-mounts secret files with their host permissions, and the app runs
+# as an unprivileged user in its container, so the files are world-readable
+# inside a directory only you can enter.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DIR=.local/compose-secrets
+mkdir -p "$DIR"
+chmod 700 "$DIR"
+
+random() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
+
+write() {
+    local name=$1 value=$2
+    if [ -s "$DIR/$name" ]; then
+        echo "kept    $DIR/$name"
+    else
+        printf '%s' "$value" >"$DIR/$name"
+        echo "created $DIR/$name"
+    fi
+    chmod 644 "$DIR/$name"
+}
+
+write secret_key "$(random)"
+write postgres_password "$(random)"
+write database_url "postgres://primoro:$(cat "$DIR/postgres_password")@postgres:5432/primoro"
+write dna_client_secret "$(random)"
+write dna_terminal_webhook_secret "$(random)"
+write gocardless_webhook_secret "$(random)"
