@@ -55,11 +55,17 @@ def _plain(value):
     return str(value)  # UUIDs
 
 
+# The same bytes as json.dumps(..., sort_keys=True, separators=(",", ":"),
+# ensure_ascii=True), without building an encoder per call; and the exact types
+# `_plain` returns unchanged skip the call. verify_audit hashes every row, so
+# this is its hot loop (tests/audit/test_chain.py pins the output).
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode
+_AS_IS = frozenset({str, int, bool, dict, list, type(None)})
+
+
 def canonical(values) -> bytes:
     """`values` is a sequence in HASHED_FIELDS order."""
-    return json.dumps(
-        [_plain(v) for v in values], sort_keys=True, separators=(",", ":"), ensure_ascii=True
-    ).encode()
+    return _ENCODE([v if type(v) in _AS_IS else _plain(v) for v in values]).encode()
 
 
 def chain_hash(prev_hash: str, values) -> str:

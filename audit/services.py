@@ -27,6 +27,22 @@ log = structlog.get_logger("audit")
 _CENTS = Decimal("0.01")
 
 
+def _exact(value):
+    """Floats become strings: PostgreSQL's jsonb may give a float back as an integer."""
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, dict):
+        return {key: _exact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_exact(item) for item in value]
+    return value
+
+
+def _normalised(payload: dict) -> dict:
+    """Round-trip through JSON so that what is hashed is exactly what PostgreSQL gives back."""
+    return _exact(json.loads(json.dumps(payload, cls=DjangoJSONEncoder)))
+
+
 def _lock_chain_head(practice_id) -> AuditChainHead:
     heads = AuditChainHead.objects.select_for_update()
     try:
@@ -91,8 +107,7 @@ def audit_record(
         approver_label=approver.label[:200] if approver else "",
         mandate_reference=mandate_reference or "",
         request_id=current_request_id() or "",
-        # Normalise through JSON so what is hashed is what PostgreSQL gives back.
-        payload=json.loads(json.dumps(payload or {}, cls=DjangoJSONEncoder)),
+        payload=_normalised(payload or {}),
         prev_hash=head.last_hash,
     )
     event.hash = chain_hash(head.last_hash, [getattr(event, f) for f in HASHED_FIELDS])

@@ -221,33 +221,35 @@ def _validate_credit(practice: Practice, amount: Decimal, credit: RewardsCredit)
     return RewardsCredit(amount=credit_amount, reference=credit.reference)
 
 
+def _audit(payment: Payment, actor: Actor, event_type, **fields) -> None:
+    """An audit event about `payment`, with the payment's own facts filled in (§8)."""
+    values = {
+        "site_id": payment.site_id,
+        "terminal_id": payment.terminal_id,
+        "payment_id": payment.id,
+        "subject_type": "payment",
+        "subject_id": str(payment.id),
+        "amount": payment.amount,
+        "currency": payment.currency,
+        "method": payment.method,
+        "target_type": payment.target_type,
+        "target_id": payment.target_id,
+        "provider_reference": payment.provider_reference,
+        **fields,
+    }
+    audit_record(event_type=event_type, practice_id=payment.practice_id, actor=actor, **values)
+
+
 def _state_change(
     payment: Payment,
     actor: Actor,
     from_state: str,
     *,
     event_type=EventType.PAYMENT_STATE_CHANGED,
-    **extra,
+    **fields,
 ):
-    audit_record(
-        event_type=event_type,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        terminal_id=payment.terminal_id,
-        payment_id=payment.id,
-        subject_type="payment",
-        subject_id=str(payment.id),
-        amount=extra.pop("amount", payment.amount),
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
-        provider_reference=payment.provider_reference,
-        from_state=from_state,
-        to_state=payment.state,
-        **extra,
-    )
+    """Audit a lifecycle transition that has just been applied to `payment`."""
+    _audit(payment, actor, event_type, from_state=from_state, to_state=payment.state, **fields)
 
 
 def _apply(payment: Payment, transition_name: str, **kwargs) -> None:
@@ -362,19 +364,11 @@ def payment_initiate(*, payment_id, actor: Actor) -> Payment:
 
 
 def _audit_credit(payment: Payment, actor: Actor) -> None:
-    audit_record(
-        event_type=EventType.REWARDS_CREDIT_APPLIED,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        payment_id=payment.id,
-        subject_type="payment",
-        subject_id=str(payment.id),
+    _audit(
+        payment,
+        actor,
+        EventType.REWARDS_CREDIT_APPLIED,
         amount=payment.rewards_credit_applied,
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
         payload={
             "redemption_reference": payment.rewards_credit_reference,
             "charge_amount": str(payment.charge_amount),
@@ -586,6 +580,10 @@ def payment_reconcile(*, payment_id, actor: Actor, batch_reference: str) -> Outc
     payment = lock_payment(payment_id)
     if payment.state == S.RECONCILED:
         return Outcome(payment, changed=False)
+    if payment.refunds.filter(status=Refund.Status.PENDING).exists():
+        # A refund still in flight would have nowhere to land once reconciled;
+        # the next reconciliation pass picks the payment up when it settles.
+        raise InvalidTransition("This payment has a refund pending at the provider.")
     from_state = payment.state
     _apply(payment, "reconcile", at=timezone.now())
     payment.save(update_fields=["state", "reconciled_at", "updated_at"])
@@ -833,9 +831,16 @@ def _refund_succeed(
     events.on_refunded(payment, refund)
     payment.save(update_fields=["state", "refunded_amount", "pms_writeback_status", "updated_at"])
     approver = approver or (Actor.staff(refund.approved_by) if refund.approved_by else None)
+    # The refund is attributed to the person (or trigger) who asked for it; the
+    # provider that confirmed it is recorded alongside.
+    requester = (
+        Actor.staff(refund.requested_by)
+        if refund.requested_by
+        else Actor.system(refund.requested_by_label)
+    )
     _state_change(
         payment,
-        actor,
+        requester,
         from_state,
         event_type=EventType.PAYMENT_REFUNDED if full else EventType.PAYMENT_PARTIALLY_REFUNDED,
         amount=refund.amount,
@@ -847,6 +852,7 @@ def _refund_succeed(
             "original_method": refund.method,
             "refunded_total": str(payment.refunded_amount),
             "notes": refund.notes,
+            "confirmed_by": f"{actor.kind}:{actor.id}",
         },
     )
 
@@ -875,19 +881,14 @@ def refund_fail(*, refund_id, actor: Actor, reason: str) -> Refund:
     refund.failure_reason = reason[:255]
     refund.completed_at = timezone.now()
     refund.save(update_fields=["status", "failure_reason", "completed_at"])
-    audit_record(
-        event_type=EventType.REFUND_FAILED,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        payment_id=payment.id,
+    _audit(
+        payment,
+        actor,
+        EventType.REFUND_FAILED,
         subject_type="refund",
         subject_id=str(refund.id),
         amount=refund.amount,
-        currency=payment.currency,
-        method=payment.method,
         reason_code=refund.reason_code,
-        provider_reference=payment.provider_reference,
         payload={"failure_reason": refund.failure_reason},
     )
     return refund

@@ -1,0 +1,240 @@
+"""Split tenders (§4.4) and rewards credit at checkout (§4.5, §13.2.9)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from audit.models import AuditEvent, EventType
+from integrations.models import Destination, OutboxMessage
+from payments import services
+from payments.errors import InvalidTransition, PaymentError
+from payments.models import Payment, PaymentMethod, PaymentState, SplitPayment, TargetType
+from payments.services import RewardsCredit, TenderSpec
+from tests.payments.helpers import new_payment
+
+S = PaymentState
+
+
+@pytest.fixture
+def make_split(practice, site, patient, terminal, reception_actor):
+    def make(*tenders, amount_due="100.00"):
+        return services.split_create(
+            actor=reception_actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=TargetType.INVOICE,
+            target_id="INV-SPLIT",
+            amount_due=amount_due,
+            tenders=list(tenders),
+        )
+
+    return make
+
+
+def _tenders(split):
+    return {p.method: p for p in Payment.objects.filter(split=split).exclude(state=S.FAILED)}
+
+
+def test_split_settles_once_when_every_tender_is_captured(
+    make_split, terminal, reception_actor, provider_actor
+):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("60.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("25.00")),
+        TenderSpec(PaymentMethod.VOUCHER, Decimal("15.00")),
+    )
+    tenders = _tenders(split)
+    assert {t.state for t in tenders.values()} == {S.INITIATED}  # three ledger entries
+    services.tender_record_received(payment_id=tenders["cash"].id, actor=reception_actor)
+    services.tender_record_received(payment_id=tenders["voucher"].id, actor=reception_actor)
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.OPEN
+    assert services.split_remaining(split) == Decimal("60.00")
+    assert not OutboxMessage.objects.filter(destination=Destination.PMS).exists()
+
+    services.payment_capture(payment_id=tenders["terminal"].id, actor=provider_actor)
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.SETTLED and services.split_remaining(split) == 0
+    writeback = OutboxMessage.objects.get(destination=Destination.PMS)
+    assert writeback.event_type == "split.settled"
+    assert sorted(t["method"] for t in writeback.payload["tenders"]) == [
+        "cash",
+        "terminal",
+        "voucher",
+    ]
+    assert (
+        OutboxMessage.objects.filter(
+            destination=Destination.FINANCIAL_INSIGHTS, event_type="payment.captured"
+        ).count()
+        == 3
+    )
+    assert (
+        AuditEvent.objects.filter(
+            event_type=EventType.SPLIT_SETTLED, subject_id=str(split.id)
+        ).count()
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("amounts", "code"),
+    [(("50.00", "49.99"), "split_underpaid"), (("50.00", "50.01"), "split_overpaid")],
+)
+def test_under_and_over_payment_are_refused(make_split, amounts, code):
+    with pytest.raises(PaymentError) as error:
+        make_split(
+            TenderSpec(PaymentMethod.CASH, Decimal(amounts[0])),
+            TenderSpec(PaymentMethod.VOUCHER, Decimal(amounts[1])),
+        )
+    assert error.value.code == code and error.value.field == "tenders"
+    assert not SplitPayment.objects.exists() and not Payment.objects.exists()
+
+
+def test_failed_card_tender_leaves_the_others_and_the_split_open(
+    make_split, terminal, reception_actor, provider_actor
+):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("70.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("30.00")),
+    )
+    tenders = _tenders(split)
+    services.tender_record_received(payment_id=tenders["cash"].id, actor=reception_actor)
+    services.payment_fail(
+        payment_id=tenders["terminal"].id, actor=provider_actor, code="declined", reason="Declined"
+    )
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.OPEN
+    assert Payment.objects.get(pk=tenders["cash"].id).state == S.CAPTURED
+    assert services.split_remaining(split) == Decimal("70.00")
+
+    retry = services.payment_retry(payment_id=tenders["terminal"].id, actor=reception_actor)
+    assert retry.split_id == split.id and retry.amount == Decimal("70.00")
+    services.payment_capture(payment_id=retry.id, actor=provider_actor)
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.SETTLED
+
+
+def test_split_needs_two_tenders(make_split):
+    with pytest.raises(PaymentError) as error:
+        make_split(TenderSpec(PaymentMethod.CASH, Decimal("100.00")))
+    assert error.value.code == "split_needs_tenders"
+
+
+def test_card_tenders_cannot_be_recorded_as_received(make_split, terminal, reception_actor):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("50.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("50.00")),
+    )
+    with pytest.raises(PaymentError):
+        services.tender_record_received(
+            payment_id=_tenders(split)["terminal"].id, actor=reception_actor
+        )
+
+
+# --- Rewards credit -------------------------------------------------------------
+
+
+def test_credit_reduces_the_charge_and_redeems_on_capture_only(
+    practice, site, patient, terminal, reception_actor, provider_actor
+):
+    payment = new_payment(
+        reception_actor,
+        practice,
+        site,
+        patient,
+        terminal=terminal,
+        amount="100.00",
+        rewards_credit=RewardsCredit(Decimal("20.00"), "RW-123"),
+    )
+    assert payment.charge_amount == Decimal("80.00")
+    applied = AuditEvent.objects.get(event_type=EventType.REWARDS_CREDIT_APPLIED)
+    assert (
+        applied.amount == Decimal("20.00") and applied.payload["redemption_reference"] == "RW-123"
+    )
+    assert not OutboxMessage.objects.filter(destination=Destination.REWARDS_MANAGER).exists()
+
+    services.payment_capture(payment_id=payment.id, actor=provider_actor, amount="80.00")
+    payment.refresh_from_db()
+    assert payment.captured_amount == Decimal("80.00")
+    redemption = OutboxMessage.objects.get(destination=Destination.REWARDS_MANAGER)
+    assert (
+        redemption.payload["redemption_reference"] == "RW-123"
+        and redemption.payload["amount"] == "20.00"
+    )
+    receipt = OutboxMessage.objects.get(destination=Destination.COMMUNICATION_HUB)
+    assert receipt.payload["rewards_credit"] == {"amount": "20.00", "reference": "RW-123"}
+    assert receipt.payload["charged_amount"] == "80.00"
+
+
+def test_no_redemption_when_the_payment_fails(
+    practice, site, patient, terminal, reception_actor, provider_actor
+):
+    payment = new_payment(
+        reception_actor,
+        practice,
+        site,
+        patient,
+        terminal=terminal,
+        rewards_credit=RewardsCredit(Decimal("5.00"), "RW-9"),
+    )
+    services.payment_fail(
+        payment_id=payment.id, actor=provider_actor, code="declined", reason="Declined"
+    )
+    assert not OutboxMessage.objects.filter(destination=Destination.REWARDS_MANAGER).exists()
+
+
+@pytest.mark.parametrize(
+    ("amount", "reference"),
+    [("100.00", "RW-1"), ("150.00", "RW-1"), ("10.00", ""), ("-1", "RW-1")],
+)
+def test_bad_credit_is_refused(
+    practice, site, patient, terminal, reception_actor, amount, reference
+):
+    with pytest.raises(PaymentError):
+        new_payment(
+            reception_actor,
+            practice,
+            site,
+            patient,
+            terminal=terminal,
+            rewards_credit=RewardsCredit(amount, reference),
+        )
+    assert not Payment.objects.exists()
+
+
+def test_credit_applied_later_only_before_the_charge_is_sent(
+    practice, site, patient, terminal, reception_actor, provider_actor
+):
+    payment = new_payment(reception_actor, practice, site, patient, terminal=terminal)
+    services.payment_apply_rewards_credit(
+        payment_id=payment.id, actor=reception_actor, amount="10.00", reference="RW-2"
+    )
+    with pytest.raises(PaymentError):
+        services.payment_apply_rewards_credit(
+            payment_id=payment.id, actor=reception_actor, amount="5.00", reference="RW-3"
+        )
+    services.payment_await_customer(payment_id=payment.id, actor=provider_actor)
+    other = new_payment(reception_actor, practice, site, patient, terminal=terminal)
+    services.payment_await_customer(payment_id=other.id, actor=provider_actor)
+    with pytest.raises(InvalidTransition):
+        services.payment_apply_rewards_credit(
+            payment_id=other.id, actor=reception_actor, amount="5.00", reference="RW-4"
+        )
+
+
+def test_credit_refused_when_rewards_disabled(practice, site, patient, terminal, reception_actor):
+    practice.rewards_enabled = False
+    practice.save()
+    with pytest.raises(PaymentError) as error:
+        new_payment(
+            reception_actor,
+            practice,
+            site,
+            patient,
+            terminal=terminal,
+            rewards_credit=RewardsCredit(Decimal("1.00"), "RW"),
+        )
+    assert error.value.code == "rewards_disabled"
