@@ -5,11 +5,40 @@ from __future__ import annotations
 import json
 import uuid
 
+import structlog
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from integrations.models import Destination, OutboxMessage
+
+log = structlog.get_logger("integrations.outbox")
+
+
+def _publish_relay() -> None:
+    """After commit: ask a worker to relay now. If the broker is down, the beat sweep will."""
+    from kombu.exceptions import OperationalError
+
+    from integrations.tasks import relay_outbox
+
+    try:
+        relay_outbox.apply_async(retry=False)
+    except OperationalError as exc:
+        log.warning("outbox_relay_not_published", error=str(exc))
+
+
+def request_relay() -> None:
+    """Relay promptly once the current transaction commits; at most one request per transaction.
+
+    Off when OUTBOX_RELAY_ON_COMMIT is false (the default with eager Celery, so
+    unit tests and eager runs never make network calls inside a commit).
+    """
+    if not settings.OUTBOX_RELAY_ON_COMMIT:
+        return
+    if any(entry[1] is _publish_relay for entry in connection.run_on_commit):
+        return
+    transaction.on_commit(_publish_relay, robust=True)
 
 
 def outbox_enqueue(
@@ -44,10 +73,11 @@ def outbox_enqueue(
     )
     if dedupe_key is None:
         message.save(force_insert=True)
-        return message
-    try:
-        with transaction.atomic():
-            message.save(force_insert=True)
-    except IntegrityError:
-        return None
+    else:
+        try:
+            with transaction.atomic():
+                message.save(force_insert=True)
+        except IntegrityError:
+            return None
+    request_relay()
     return message
