@@ -66,3 +66,58 @@ class OutboxMessage(models.Model):
 
     def __str__(self):
         return f"{self.event_type} → {self.destination} [{self.status}]"
+
+
+class WebhookEvent(models.Model):
+    """Every verified provider event, stored once (unique provider + event id) before any processing.
+
+    The receiver verifies the signature, stores the raw body, answers at once and
+    leaves the work to a Celery task on the webhooks queue. A re-delivered event
+    hits the unique constraint and changes nothing. An event whose payment we do
+    not know is kept as `unmatched` and shown to finance staff, never dropped.
+    """
+
+    class Provider(models.TextChoices):
+        DNA = "dna", "DNA Payments (online callback)"
+        DNA_TERMINAL = "dna_terminal", "DNA Payments (axept Connect terminal)"
+        GOCARDLESS = "gocardless", "GoCardless"
+
+    class Status(models.TextChoices):
+        RECEIVED = "received", "Received, not yet processed"
+        PROCESSED = "processed", "Processed"
+        IGNORED = "ignored", "Not handled (no effect)"
+        UNMATCHED = "unmatched", "No matching record: needs attention"
+        FAILED = "failed", "Processing failed: will retry"
+
+    id = models.BigAutoField(primary_key=True)
+    provider = models.CharField(max_length=16, choices=Provider.choices)
+    event_id = models.CharField(max_length=200)
+    event_type = models.CharField(max_length=64, blank=True)
+    resource_ref = models.CharField(
+        max_length=128,
+        blank=True,
+        db_index=True,
+        help_text="The provider's id of what it is about.",
+    )
+    practice = models.ForeignKey(
+        "practices.Practice", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    payment_id = models.UUIDField(null=True, blank=True, db_index=True)
+    body = models.JSONField(
+        help_text="The verified event, as received (no card numbers: masked fields only)."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+    received_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-received_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once")
+        ]
+        indexes = [models.Index(fields=["status", "received_at"], name="webhook_status")]
+
+    def __str__(self):
+        return f"{self.provider}:{self.event_id} [{self.status}]"

@@ -54,3 +54,22 @@ def sweep_outbox() -> dict:
         parked_disabled=parked.get(OutboxMessage.Status.DISABLED, 0),
     )
     return stats.as_dict()
+
+
+@shared_task(name="integrations.tasks.process_webhook_event", ignore_result=True)
+def process_webhook_event(pk: int) -> str:
+    """Thin: process one stored provider event (integrations.webhooks)."""
+    from integrations.webhooks import webhook_event_process
+
+    return webhook_event_process(pk)
+
+
+@shared_task(name="integrations.tasks.sweep_webhook_events", ignore_result=True)
+def sweep_webhook_events() -> int:
+    """Beat's safety net for stored events whose task message was lost or that failed."""
+    from integrations.webhooks import webhook_event_process, webhook_events_due
+
+    due = webhook_events_due()
+    for pk in due:
+        webhook_event_process(pk)
+    return len(due)

@@ -21,6 +21,7 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in ("webhooks", "outbox", "writeback", "default")]
 app.conf.task_routes = {
     "integrations.tasks.process_webhook_event": {"queue": "webhooks"},
+    "integrations.tasks.sweep_webhook_events": {"queue": "webhooks"},
     "integrations.tasks.relay_outbox*": {"queue": "outbox"},
     "integrations.tasks.sweep_outbox": {"queue": "outbox"},
     "integrations.tasks.deliver_*": {"queue": "outbox"},

@@ -137,6 +137,18 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("OUTBOX_SWEEP_SECONDS", default=15.0),
         "options": {"expires": 14},
     },
+    # Stored provider events whose task message was lost, or that failed and may be retried.
+    "webhook-sweep": {
+        "task": "integrations.tasks.sweep_webhook_events",
+        "schedule": env.float("WEBHOOK_SWEEP_SECONDS", default=30.0),
+        "options": {"expires": 29},
+    },
+    # Refund approvals nobody decided in time expire (and change no money).
+    "approvals-expire": {
+        "task": "payments.tasks.expire_approvals",
+        "schedule": 300.0,
+        "options": {"expires": 290},
+    },
 }
 
 # --- Outbound module endpoints and the outbox relay (integrations/relay.py) ----
@@ -169,6 +181,44 @@ OUTBOX_HTTP_TIMEOUT_SECONDS = env.float("OUTBOX_HTTP_TIMEOUT_SECONDS", default=1
 OUTBOX_RELAY_TIME_BUDGET_SECONDS = env.float("OUTBOX_RELAY_TIME_BUDGET_SECONDS", default=60.0)
 # Publish a relay task when a transaction that wrote outbox rows commits.
 OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=not CELERY_TASK_ALWAYS_EAGER)
+
+# --- Payment providers (integrations/dna, subscriptions/) --------------------
+# Base URLs default to the local simulators (`python -m integrations.simulators`)
+# in development; production must name the real hosts (see PROVIDERS.md).
+
+_SIMULATED_DNA = "http://127.0.0.1:8601"
+_SIMULATED_GOCARDLESS = "http://127.0.0.1:8602"
+DNA_OAUTH_URL = env.str(
+    "DNA_OAUTH_URL", default=_SIMULATED_DNA if DEBUG else "https://oauth.dnapayments.com"
+)
+DNA_API_URL = env.str(
+    "DNA_API_URL", default=_SIMULATED_DNA if DEBUG else "https://api.dnapayments.com"
+)
+DNA_PAY_URL = env.str(
+    "DNA_PAY_URL", default=_SIMULATED_DNA if DEBUG else "https://pay.dnapayments.com"
+)
+DNA_AXEPT_URL = env.str("DNA_AXEPT_URL", default=_SIMULATED_DNA + "/axept" if DEBUG else "")
+DNA_CLIENT_ID = env.str("DNA_CLIENT_ID", default="primoro-dev" if DEBUG else "")
+DNA_CLIENT_SECRET = secret("DNA_CLIENT_SECRET", debug=DEBUG)
+DNA_TERMINAL_ID = env.str("DNA_TERMINAL_ID", default="primoro-online-dev" if DEBUG else "")
+DNA_TERMINAL_MERCHANT_ID = env.str(
+    "DNA_TERMINAL_MERCHANT_ID", default="primoro-dev" if DEBUG else ""
+)
+DNA_TERMINAL_KEY_ID = env.str("DNA_TERMINAL_KEY_ID", default="primoro-dev" if DEBUG else "")
+DNA_TERMINAL_API_KEY = secret("DNA_TERMINAL_API_KEY", debug=DEBUG)
+DNA_TERMINAL_WEBHOOK_SECRET = secret("DNA_TERMINAL_WEBHOOK_SECRET", debug=DEBUG)
+DNA_TERMINAL_WEBHOOK_KEY_ID = env.str("DNA_TERMINAL_WEBHOOK_KEY_ID", default="dna-sim-terminal")
+DNA_HTTP_CONNECT_TIMEOUT_SECONDS = env.float("DNA_HTTP_CONNECT_TIMEOUT_SECONDS", default=3.0)
+DNA_HTTP_TIMEOUT_SECONDS = env.float("DNA_HTTP_TIMEOUT_SECONDS", default=15.0)
+GOCARDLESS_API_URL = env.str(
+    "GOCARDLESS_API_URL", default=_SIMULATED_GOCARDLESS if DEBUG else "https://api.gocardless.com"
+)
+GOCARDLESS_ACCESS_TOKEN = secret("GOCARDLESS_ACCESS_TOKEN", debug=DEBUG)
+GOCARDLESS_WEBHOOK_SECRET = secret("GOCARDLESS_WEBHOOK_SECRET", debug=DEBUG)
+# Where providers reach us (callback and webhook URLs we hand them).
+PUBLIC_BASE_URL = env.str(
+    "PUBLIC_BASE_URL", default="http://127.0.0.1:" + env.str("PORT", default="8000")
+)
 
 # --- Auth, i18n, static ----------------------------------------------------
 

@@ -17,5 +17,6 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", include("audit.urls")),
+    path("webhooks/", include("integrations.urls")),
     path("", include("payments.urls")),
 ]

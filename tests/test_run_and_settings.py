@@ -19,6 +19,14 @@ from django.test import override_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONG_SECRET = "k7Qm2vX9pL4rT8wZ1nB6cY3hJ5dF0gS_strong-enough-for-tests"
+# Every provider secret production requires, each with a real-looking value.
+PROVIDER_SECRETS = (
+    "DNA_CLIENT_SECRET",
+    "DNA_TERMINAL_API_KEY",
+    "DNA_TERMINAL_WEBHOOK_SECRET",
+    "GOCARDLESS_ACCESS_TOKEN",
+    "GOCARDLESS_WEBHOOK_SECRET",
+)
 
 PRINT_SETTINGS = """
 import json
@@ -50,6 +58,7 @@ def _django(env: dict[str, str], *, drop: tuple[str, ...] = ()) -> subprocess.Co
         # Never contacted: setting up Django does not connect.
         "DATABASE_URL": "postgres://primoro@127.0.0.1:1/primoro",
         "REDIS_URL": "redis://127.0.0.1:1/0",
+        **{name: f"{STRONG_SECRET}-{name.lower()}" for name in PROVIDER_SECRETS},
     }
     environ = {name: value for name, value in {**base, **env}.items() if name not in drop}
     return subprocess.run(
@@ -102,6 +111,14 @@ def test_production_refuses_a_development_secret_given_as_a_file(tmp_path):
 
     assert result.returncode != 0
     assert "SECRET_KEY (or SECRET_KEY_FILE) must be set to a real secret" in result.stderr
+
+
+@pytest.mark.parametrize("missing", PROVIDER_SECRETS)
+def test_production_requires_every_provider_secret(missing):
+    result = _django({"SECRET_KEY": STRONG_SECRET}, drop=(missing,))
+
+    assert result.returncode != 0
+    assert f"{missing} (or {missing}_FILE) must be set to a real secret" in result.stderr
 
 
 @pytest.mark.parametrize("missing", ["DATABASE_URL", "REDIS_URL"])
