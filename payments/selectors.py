@@ -1,13 +1,39 @@
-"""Reads of payments, always scoped to what the actor may see (tenant and site)."""
+"""Reads of payments, always scoped to what the actor may see (tenant and site).
+
+Lists use keyset pagination (a cursor on the sort key and id) so that a page
+costs the same on the millionth payment as on the first, with a constant
+number of queries.
+"""
 
 from __future__ import annotations
 
+import base64
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models.aggregates import Aggregate
+from django.utils import timezone
+
+from audit.models import AuditEvent, EventType
 from payments.errors import NotFound
-from payments.models import Payment
+from payments.models import (
+    PAID_STATES,
+    ApprovalRequest,
+    Payment,
+    PaymentState,
+    PmsWritebackStatus,
+)
 from practices import access
 
+S = PaymentState
 
-def payments_visible_to(user):
+
+def payments_visible_to(user) -> QuerySet[Payment]:
     return access.scope(Payment.objects.all(), user).select_related("site", "patient", "terminal")
 
 
@@ -15,5 +41,263 @@ def payment_get_for(user, payment_id) -> Payment:
     """One payment the user may see; anything else is 'not found', never 'forbidden'."""
     try:
         return payments_visible_to(user).get(pk=payment_id)
-    except (Payment.DoesNotExist, ValueError):
+    except (Payment.DoesNotExist, ValueError, TypeError):
         raise NotFound("No such payment.") from None
+
+
+# --- Exceptions (§5.4, §13.4): one definition, used by lists, banners and dashboards ---
+
+EXCEPTION_LABELS = {
+    "failed": "Failed payments",
+    "disputed": "Disputes and chargebacks",
+    "pending_reconciliation": "Pending reconciliation",
+    "pending_pms_writeback": "Pending PMS writeback",
+}
+
+
+def exception_condition(name: str, *, now: datetime | None = None) -> Q:
+    now = now or timezone.now()
+    grace = timedelta(hours=getattr(settings, "RECONCILIATION_GRACE_HOURS", 48))
+    conditions = {
+        "failed": Q(state=S.FAILED),
+        "disputed": Q(disputed=True),
+        # Paid but not matched into a settlement batch within the expected time.
+        "pending_reconciliation": Q(state__in=[S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED])
+        & Q(captured_at__lt=now - grace),
+        "pending_pms_writeback": Q(
+            pms_writeback_status__in=[PmsWritebackStatus.PENDING, PmsWritebackStatus.FALLBACK]
+        ),
+    }
+    return conditions[name]
+
+
+def exception_counts(user, *, since: datetime | None = None) -> dict[str, int]:
+    """How many of the user's payments are in each exception state (one query)."""
+    since = since or timezone.now() - timedelta(days=30)
+    queryset = access.scope(Payment.objects.filter(created_at__gte=since), user)
+    aggregates = {name: Count("pk", filter=exception_condition(name)) for name in EXCEPTION_LABELS}
+    return queryset.aggregate(**aggregates)
+
+
+# --- The payments list ---------------------------------------------------------
+
+SORTS = {
+    "newest": ("-created_at", "-id"),
+    "oldest": ("created_at", "id"),
+    "amount_high": ("-amount", "-id"),
+    "amount_low": ("amount", "id"),
+}
+
+
+@dataclass(frozen=True)
+class PaymentFilters:
+    date_from: date | None = None
+    date_to: date | None = None
+    site_id: uuid.UUID | None = None
+    staff_id: int | None = None
+    method: str = ""
+    state: str = ""
+    target_type: str = ""
+    exception: str = ""
+    q: str = ""
+    sort: str = "newest"
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list
+    next_cursor: str | None
+    sort: str
+
+
+def _encode_cursor(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> list | None:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, TypeError):
+        return None
+    return values if isinstance(values, list) and len(values) == 2 else None
+
+
+def _search(queryset: QuerySet, q: str) -> QuerySet:
+    """Exact payment id, target or provider reference; else the start of a patient's name."""
+    q = q.strip()
+    try:
+        return queryset.filter(pk=uuid.UUID(q))
+    except ValueError:
+        pass
+    return queryset.filter(
+        Q(target_id=q)
+        | Q(pms_invoice_ref=q)
+        | Q(provider_reference=q)
+        | Q(patient__display_name__istartswith=q)
+    )
+
+
+def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
+    queryset = payments_visible_to(user)
+    if filters.date_from:
+        start = datetime.combine(
+            filters.date_from, time.min, tzinfo=timezone.get_current_timezone()
+        )
+        queryset = queryset.filter(created_at__gte=start)
+    if filters.date_to:
+        end = datetime.combine(
+            filters.date_to + timedelta(days=1), time.min, tzinfo=timezone.get_current_timezone()
+        )
+        queryset = queryset.filter(created_at__lt=end)
+    if filters.site_id:
+        queryset = queryset.filter(site_id=filters.site_id)
+    if filters.staff_id:
+        queryset = queryset.filter(initiated_by_user_id=filters.staff_id)
+    if filters.method:
+        queryset = queryset.filter(method=filters.method)
+    if filters.state:
+        queryset = queryset.filter(state=filters.state)
+    if filters.target_type:
+        queryset = queryset.filter(target_type=filters.target_type)
+    if filters.exception in EXCEPTION_LABELS:
+        queryset = queryset.filter(exception_condition(filters.exception))
+    if filters.q:
+        queryset = _search(queryset, filters.q)
+    return queryset
+
+
+def payments_page(
+    user, filters: PaymentFilters, *, cursor: str | None = None, size: int = 50
+) -> Page:
+    """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT)."""
+    sort = filters.sort if filters.sort in SORTS else "newest"
+    key, tiebreak = SORTS[sort]
+    field = key.lstrip("-")
+    queryset = payments_filtered(user, filters).order_by(key, tiebreak)
+    position = _decode_cursor(cursor) if cursor else None
+    if position:
+        value = Decimal(position[0]) if field == "amount" else datetime.fromisoformat(position[0])
+        last_id = uuid.UUID(position[1])
+        after = "lt" if key.startswith("-") else "gt"
+        queryset = queryset.filter(
+            Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id})
+        )
+    rows = list(queryset[: size + 1])
+    next_cursor = None
+    if len(rows) > size:
+        rows = rows[:size]
+        last = rows[-1]
+        next_cursor = _encode_cursor([getattr(last, field), last.id])
+    return Page(rows=rows, next_cursor=next_cursor, sort=sort)
+
+
+def payment_audit_trail(payment: Payment) -> QuerySet[AuditEvent]:
+    return AuditEvent.objects.filter(payment_id=payment.id).order_by("seq")
+
+
+# --- Approvals and the refund / void log ----------------------------------------
+
+
+def approvals_pending_for(user) -> QuerySet[ApprovalRequest]:
+    return (
+        access.scope(ApprovalRequest.objects.filter(status=ApprovalRequest.Status.PENDING), user)
+        .select_related("payment", "payment__patient", "requested_by", "site")
+        .order_by("created_at")
+    )
+
+
+REFUND_LOG_EVENTS = (
+    EventType.PAYMENT_REFUNDED,
+    EventType.PAYMENT_PARTIALLY_REFUNDED,
+    EventType.PAYMENT_VOIDED,
+)
+
+
+def refund_void_log(
+    user, *, actor_id: str = "", date_from=None, date_to=None, reason_code: str = ""
+):
+    """Refunds and voids, straight from the audit trail: who, when, how much, why."""
+    events = access.scope(
+        AuditEvent.objects.filter(event_type__in=REFUND_LOG_EVENTS), user, site_field="site"
+    )
+    if actor_id:
+        events = events.filter(actor_id=actor_id)
+    if date_from:
+        events = events.filter(
+            occurred_at__gte=datetime.combine(
+                date_from, time.min, tzinfo=timezone.get_current_timezone()
+            )
+        )
+    if date_to:
+        events = events.filter(
+            occurred_at__lt=datetime.combine(
+                date_to + timedelta(days=1), time.min, tzinfo=timezone.get_current_timezone()
+            )
+        )
+    if reason_code:
+        events = events.filter(reason_code=reason_code)
+    return events.order_by("-occurred_at", "-seq")
+
+
+# --- Dashboards ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dashboard:
+    days: int
+    payments: int
+    paid: int
+    failed: int
+    collected: Decimal
+    refunded: Decimal
+    median_seconds_to_capture: float | None
+    method_mix: list[tuple[str, int, Decimal]]
+
+    @property
+    def failure_rate(self) -> float:
+        attempts = self.paid + self.failed
+        return self.failed / attempts if attempts else 0.0
+
+    @property
+    def refund_rate(self) -> float:
+        return float(self.refunded / self.collected) if self.collected else 0.0
+
+
+class _Median(Aggregate):
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(0.5) WITHIN GROUP (ORDER BY %(expressions)s)"
+    output_field = DurationField()
+
+
+def dashboard_for(user, *, days: int = 30) -> Dashboard:
+    """Collection speed, method mix, failure and refund rates over the last `days` (3 queries)."""
+    since = timezone.now() - timedelta(days=days)
+    recent = access.scope(Payment.objects.filter(created_at__gte=since), user)
+    totals = recent.aggregate(
+        payments=Count("pk"),
+        paid=Count("pk", filter=Q(state__in=PAID_STATES)),
+        failed=Count("pk", filter=Q(state=S.FAILED)),
+        collected=Sum("captured_amount", filter=Q(state__in=PAID_STATES)),
+        refunded=Sum("refunded_amount"),
+    )
+    mix = list(
+        recent.filter(state__in=PAID_STATES)
+        .values_list("method")
+        .annotate(n=Count("pk"), total=Sum("captured_amount"))
+        .order_by("-total")
+    )
+    median = recent.filter(captured_at__isnull=False).aggregate(
+        m=_Median(
+            ExpressionWrapper(F("captured_at") - F("created_at"), output_field=DurationField())
+        )
+    )["m"]
+    return Dashboard(
+        days=days,
+        payments=totals["payments"],
+        paid=totals["paid"],
+        failed=totals["failed"],
+        collected=totals["collected"] or Decimal("0"),
+        refunded=totals["refunded"] or Decimal("0"),
+        median_seconds_to_capture=median.total_seconds() if median is not None else None,
+        method_mix=mix,
+    )

@@ -1,9 +1,20 @@
-"""Staff portal URLs."""
+"""Staff portal URLs (namespace `portal`)."""
 
 from django.urls import path
 
-from payments import views
+from payments.portal import views
+
+app_name = "portal"
 
 urlpatterns = [
     path("", views.home, name="home"),
+    path("payments/", views.payments, name="payments"),
+    path("payments/<uuid:payment_id>/", views.payment_detail, name="payment"),
+    path("payments/<uuid:payment_id>/status/", views.payment_status, name="payment_status"),
+    path("payments/<uuid:payment_id>/refund/", views.payment_refund, name="payment_refund"),
+    path("payments/<uuid:payment_id>/void/", views.payment_void, name="payment_void"),
+    path("payments/<uuid:payment_id>/retry/", views.payment_retry, name="payment_retry"),
+    path("approvals/", views.approvals, name="approvals"),
+    path("approvals/<uuid:approval_id>/decide/", views.approval_decide, name="approval_decide"),
+    path("refunds/", views.refund_log, name="refund_log"),
 ]

@@ -1,0 +1,280 @@
+"""Staff portal views. Thin: parse the form, call a selector or a service, render.
+
+Every page needs a signed-in staff member holding VIEW_PAYMENTS; anything
+outside their practices and sites is 'not found'. Domain refusals come back as
+form errors a person can act on.
+"""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from audit.actors import Actor
+from integrations.models import Destination, OutboxMessage
+from payments import selectors, services
+from payments.errors import NotFound, PaymentError
+from payments.models import FINAL_STATES, PRE_CAPTURE_STATES, REFUNDABLE_STATES, PaymentState
+from payments.portal.forms import (
+    DecisionForm,
+    PaymentFilterForm,
+    RefundForm,
+    RefundLogFilterForm,
+    VoidForm,
+)
+from practices import access
+from practices.roles import Perm
+
+S = PaymentState
+LIFECYCLE_STEPS = [
+    (S.INITIATED, "Initiated"),
+    (S.AWAITING_CUSTOMER_ACTION, "Awaiting customer action"),
+    (S.AUTHORISED, "Authorised"),
+    (S.CAPTURED, "Captured"),
+]
+
+
+def portal_view(view):
+    """Signed in, a staff member of some practice, allowed to see payments."""
+
+    @login_required
+    @wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not access.has_perm(request.user, Perm.VIEW_PAYMENTS):
+            raise PermissionDenied("Your account has no access to payments.")
+        try:
+            return view(request, *args, **kwargs)
+        except NotFound as exc:
+            raise Http404(exc.message) from None
+
+    return wrapper
+
+
+def _apply_error(form, error: PaymentError) -> None:
+    field = error.field if error.field in form.fields else None
+    form.add_error(field, error.message)
+
+
+def _can(request, perm: Perm, payment) -> bool:
+    return access.has_perm(request.user, perm) and access.can_see(
+        request.user, practice_id=payment.practice_id, site_id=payment.site_id
+    )
+
+
+@portal_view
+def home(request):
+    counts = selectors.exception_counts(request.user)
+    exceptions = [(name, label, counts[name]) for name, label in selectors.EXCEPTION_LABELS.items()]
+    return render(
+        request,
+        "portal/home.html",
+        {
+            "dashboard": selectors.dashboard_for(request.user),
+            "exceptions": exceptions,
+            "exceptions_open": any(count for _name, _label, count in exceptions),
+        },
+    )
+
+
+@portal_view
+def payments(request):
+    form = PaymentFilterForm(request.GET or None, user=request.user)
+    filters = form.filters() if form.is_bound else PaymentFilterForm(user=request.user).filters()
+    page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
+    query = request.GET.copy()
+    query.pop("after", None)
+    return render(
+        request,
+        "portal/payments.html",
+        {
+            "form": form,
+            "page": page,
+            "query": query.urlencode(),
+            "exception_labels": selectors.EXCEPTION_LABELS,
+        },
+    )
+
+
+def _detail_context(request, payment):
+    state = payment.state
+    reached = [s for s, _ in LIFECYCLE_STEPS]
+    if state in reached:
+        current = reached.index(state)
+    elif state in (S.PARTIALLY_REFUNDED, S.REFUNDED, S.RECONCILED):
+        current = len(reached) - 1
+    else:
+        current = -1
+    return {
+        "payment": payment,
+        "steps": [
+            {
+                "label": label,
+                "done": i < current or (i == current and state in FINAL_STATES | {S.CAPTURED}),
+                "current": i == current,
+            }
+            for i, (_s, label) in enumerate(LIFECYCLE_STEPS)
+        ],
+        "live": state in PRE_CAPTURE_STATES,
+        "can_refund": state in REFUNDABLE_STATES and _can(request, Perm.ISSUE_REFUND, payment),
+        "can_void": state in PRE_CAPTURE_STATES and _can(request, Perm.ISSUE_VOID, payment),
+        "can_retry": state == S.FAILED
+        and _can(request, Perm.INITIATE_PAYMENT, payment)
+        and not payment.retries.exists(),
+    }
+
+
+@portal_view
+def payment_detail(request, payment_id):
+    payment = selectors.payment_get_for(request.user, payment_id)
+    context = _detail_context(request, payment)
+    context.update(
+        {
+            "audit_events": selectors.payment_audit_trail(payment),
+            "refunds": payment.refunds.order_by("created_at"),
+            "receipts": OutboxMessage.objects.filter(
+                payment_id=payment.id, destination=Destination.COMMUNICATION_HUB
+            ).order_by("created_at"),
+        }
+    )
+    return render(request, "portal/payment_detail.html", context)
+
+
+@portal_view
+def payment_status(request, payment_id):
+    """The live status panel (htmx polls it while the payment waits for the provider)."""
+    payment = selectors.payment_get_for(request.user, payment_id)
+    return render(request, "portal/_status.html", _detail_context(request, payment))
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def payment_refund(request, payment_id):
+    payment = selectors.payment_get_for(request.user, payment_id)
+    if not _can(request, Perm.ISSUE_REFUND, payment):
+        raise PermissionDenied("You cannot refund payments.")
+    form = RefundForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            result = services.refund_request(
+                payment_id=payment.id,
+                actor=Actor.staff(request.user),
+                amount=data["amount"] if data["kind"] == "partial" else None,
+                reason_code=data["reason_code"],
+                notes=data["notes"],
+            )
+        except PaymentError as error:
+            _apply_error(form, error)
+        else:
+            if result.approval:
+                messages.warning(
+                    request,
+                    f"This refund of £{result.approval.amount} needs approval by a second person. It is in the approvals queue.",
+                )
+            else:
+                messages.success(request, f"Refund of £{result.refund.amount} started.")
+            return redirect("portal:payment", payment_id=payment.id)
+    return render(
+        request,
+        "portal/refund.html",
+        {"payment": payment, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def payment_void(request, payment_id):
+    payment = selectors.payment_get_for(request.user, payment_id)
+    if not _can(request, Perm.ISSUE_VOID, payment):
+        raise PermissionDenied("You cannot void payments.")
+    form = VoidForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.payment_void(
+                payment_id=payment.id,
+                actor=Actor.staff(request.user),
+                reason_code=form.cleaned_data["reason_code"],
+                notes=form.cleaned_data["notes"],
+            )
+        except PaymentError as error:
+            _apply_error(form, error)
+        else:
+            messages.success(request, "Payment voided.")
+            return redirect("portal:payment", payment_id=payment.id)
+    return render(
+        request,
+        "portal/void.html",
+        {"payment": payment, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+@portal_view
+@require_POST
+def payment_retry(request, payment_id):
+    payment = selectors.payment_get_for(request.user, payment_id)
+    try:
+        retry = services.payment_retry(payment_id=payment.id, actor=Actor.staff(request.user))
+    except PaymentError as error:
+        messages.error(request, error.message)
+        return redirect("portal:payment", payment_id=payment.id)
+    messages.success(request, "A new attempt was started for the same amount and target.")
+    return redirect("portal:payment", payment_id=retry.id)
+
+
+@portal_view
+def approvals(request):
+    can_decide = access.has_perm(request.user, Perm.APPROVE_REFUND)
+    return render(
+        request,
+        "portal/approvals.html",
+        {"approvals": selectors.approvals_pending_for(request.user), "can_decide": can_decide},
+    )
+
+
+@portal_view
+@require_POST
+def approval_decide(request, approval_id):
+    form = DecisionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose approve or deny.")
+        return redirect("portal:approvals")
+    if not selectors.approvals_pending_for(request.user).filter(pk=approval_id).exists():
+        raise Http404("No such pending request.")
+    actor = Actor.staff(request.user)
+    try:
+        if form.cleaned_data["decision"] == "grant":
+            refund = services.approval_grant(
+                approval_id=approval_id, actor=actor, note=form.cleaned_data["note"]
+            )
+            messages.success(request, f"Approved: the refund of £{refund.amount} has started.")
+        else:
+            services.approval_deny(
+                approval_id=approval_id, actor=actor, note=form.cleaned_data["note"]
+            )
+            messages.success(request, "Denied: no money moved.")
+    except PaymentError as error:
+        messages.error(request, error.message)
+    return redirect(reverse("portal:approvals"))
+
+
+@portal_view
+def refund_log(request):
+    form = RefundLogFilterForm(request.GET or None, user=request.user)
+    data = form.cleaned_data if form.is_bound and form.is_valid() else {}
+    events = selectors.refund_void_log(
+        request.user,
+        actor_id=data.get("actor", ""),
+        date_from=data.get("date_from"),
+        date_to=data.get("date_to"),
+        reason_code=data.get("reason_code", ""),
+    )[:200]
+    return render(request, "portal/refund_log.html", {"form": form, "events": events})
