@@ -40,13 +40,23 @@ def _dev_secret(name: str) -> str:
             known[name] = "dev-" + _secrets.token_urlsafe(32)
             DEV_SECRETS_FILE.write_text(json.dumps(known, indent=2, sort_keys=True))
             DEV_SECRETS_FILE.chmod(0o600)
-    logger.warning(
-        "DEVELOPMENT SECRET in use for %s (generated, stored in %s). "
-        "Never run production like this.",
-        name,
-        DEV_SECRETS_FILE,
-    )
+    _generated_in_use.append(name)
     return known[name]
+
+
+_generated_in_use: list[str] = []
+
+
+def announce_dev_secrets() -> None:
+    """Say loudly, once per process, which secrets are generated development values."""
+    if _generated_in_use:
+        logger.warning(
+            "DEVELOPMENT SECRETS in use for %s (generated, stored in %s). "
+            "Never run production like this.",
+            ", ".join(_generated_in_use),
+            DEV_SECRETS_FILE,
+        )
+        _generated_in_use.clear()
 
 
 def secret(name: str, *, debug: bool) -> str:

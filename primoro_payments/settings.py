@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 from django.core.exceptions import ImproperlyConfigured
 
-from primoro_payments.config import BASE_DIR, env, secret
+from primoro_payments.config import BASE_DIR, announce_dev_secrets, env, secret
 
 DEBUG = env.bool("DEBUG", default=False)
 
@@ -43,6 +43,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "primoro_payments.logging.RequestIdMiddleware",
+    "primoro_payments.pan_guard.PanGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -289,3 +290,4 @@ LOGGING_CONFIG = None  # primoro_payments.logging.configure() sets everything up
 from primoro_payments.logging import configure as _configure_logging  # noqa: E402
 
 _configure_logging(level=LOG_LEVEL, fmt=LOG_FORMAT)
+announce_dev_secrets()

@@ -155,7 +155,7 @@ def test_development_generates_a_shared_secret_and_says_so():
     assert settings["SECRET_KEY"].startswith("dev-")
     assert settings["SECURE_SSL_REDIRECT"] is False
     assert settings["SESSION_COOKIE_SECURE"] is False
-    assert "DEVELOPMENT SECRET in use for SECRET_KEY" in first.stderr
+    assert "DEVELOPMENT SECRETS in use for SECRET_KEY" in first.stderr
     # Every process (web, workers, simulators) gets the same generated value.
     assert _settings(second)["SECRET_KEY"] == settings["SECRET_KEY"]
 

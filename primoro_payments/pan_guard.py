@@ -1,0 +1,103 @@
+"""Refuse any request that carries a card number, before any view can store or log it.
+
+Card entry happens only on terminals and in provider-hosted fields (§4.1,
+§5.2), so a card number arriving at us is always a mistake — a receptionist
+typing one into a notes box, an integration sending the wrong field. The
+request is refused with 400, the field is named, and the value is never echoed,
+stored or logged. Query strings, form fields and JSON bodies (any depth,
+strings and numbers) are checked; a body that is neither is checked as text.
+"""
+
+from __future__ import annotations
+
+import json
+
+import structlog
+from django.http import HttpResponse, JsonResponse
+from django.template.loader import render_to_string
+
+from primoro_payments.pan import contains_card_number
+
+log = structlog.get_logger("primoro_payments.pan_guard")
+
+MESSAGE = (
+    "This looks like a card number. Card numbers must never be typed or sent here: "
+    "take card payments on the terminal or the secure hosted card page."
+)
+
+
+def _first_card_field(value, path: str) -> str | None:
+    """The path of the first field whose value (or key) holds a card number."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}" if path else str(key)
+            if contains_card_number(str(key)):
+                return path or "(key)"
+            found = _first_card_field(item, child)
+            if found:
+                return found
+        return None
+    if isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _first_card_field(item, f"{path}[{index}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, bool) or value is None:
+        return None
+    return path or "(body)" if contains_card_number(str(value)) else None
+
+
+def _querydict_field(querydict) -> str | None:
+    for key, values in querydict.lists():
+        if contains_card_number(key):
+            return "(parameter name)"
+        for value in values:
+            if contains_card_number(value):
+                return key
+    return None
+
+
+def find_card_field(request) -> str | None:
+    found = _querydict_field(request.GET)
+    if found:
+        return found
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return None
+    content_type = request.content_type or ""
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return _querydict_field(request.POST)
+    body = request.body
+    if not body:
+        return None
+    text = body.decode("utf-8", errors="replace")
+    if "json" in content_type:
+        try:
+            return _first_card_field(json.loads(text), "")
+        except ValueError:
+            pass  # not JSON after all: check it as text
+    return "(body)" if contains_card_number(text) else None
+
+
+class PanGuardMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        field = find_card_field(request)
+        if field is None:
+            return self.get_response(request)
+        log.warning("card_number_refused", path=request.path, method=request.method, field=field)
+        wants_json = (
+            request.path.startswith(("/api/", "/webhooks/"))
+            or "json" in (request.content_type or "")
+            or "json" in request.headers.get("Accept", "")
+        )
+        if wants_json:
+            return JsonResponse(
+                {"code": "card_number_refused", "message": MESSAGE, "field": field}, status=400
+            )
+        html = render_to_string(
+            "card_number_refused.html", {"field": field, "message": MESSAGE}, request=request
+        )
+        return HttpResponse(html, status=400)
