@@ -1,0 +1,520 @@
+"""Payment flows that reach DNA Payments: terminal, online checkout, pay-by-link, virtual terminal.
+
+These are the stable entry points the staff portal and the patient API build
+on; their signatures are a contract. Each creates the payment through
+`payments.services` (which checks the actor's permission and the billable
+target) and then talks to DNA through `integrations.dna` — after commit, and
+never inside a long transaction. Outcomes arrive later, by webhook or through
+the janitor (docs/providers.md).
+
+- `terminal_payment_start` → the payment is `initiated`; a task sends the axept
+  transaction and moves it to `awaiting_customer_action` once the terminal has it.
+- `online_checkout_start` → a `CheckoutSession` for DNA's hosted page; the
+  payment is `awaiting_customer_action`.
+- `pay_by_link_issue` → our own one-time link (payments/links.py serves it).
+- `virtual_terminal_open` / `virtual_terminal_close` → a MOTO checkout in an
+  iframe, muting call recording while card details are given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.urls import reverse
+from django.utils import timezone
+
+from audit.actors import Actor
+from audit.models import AuditEvent, EventType
+from audit.services import audit_record
+from integrations.dna.client import DnaClient, DnaError, encode_json
+from integrations.dna.operations import TERMINAL_SALE
+from integrations.dna.types import CheckoutRequest
+from integrations.models import Destination
+from integrations.outbox import outbox_enqueue
+from payments import events, services
+from payments.errors import InvalidTransition, NotFound, PaymentError
+from payments.locks import lock_payment
+from payments.models import Payment, PaymentLink, PaymentMethod, PaymentState
+from practices import access
+from practices.models import Patient, Practice, Site
+from practices.roles import Perm
+from terminals.models import Terminal
+
+S = PaymentState
+CHECKOUT_METHODS = frozenset(
+    {PaymentMethod.ONLINE, PaymentMethod.PAY_BY_LINK, PaymentMethod.VIRTUAL_TERMINAL}
+)
+WALLETS = ("googlepay", "applepay")
+MAX_LINK_TTL_HOURS = 24 * 30
+
+
+class CheckoutUnavailable(PaymentError):
+    """DNA could not start the checkout now; the payment is unchanged and may be retried."""
+
+    code = "provider_unavailable"
+    status = 503
+
+
+@dataclass(frozen=True)
+class CheckoutSession:
+    """What a page needs to open DNA's hosted checkout for one payment.
+
+    `payment_data` is DNA's paymentData for `window.DNAPayments.openPaymentPage`
+    (it includes the `auth` token bound to this invoiceId, amount, currency and
+    terminal); load `script_url` first. `redirect_url` is set only when
+    DNA_CHECKOUT_MODE is "redirect" (the simulator): a browser can go straight there.
+    """
+
+    payment: Payment
+    payment_data: dict
+    script_url: str
+    redirect_url: str | None
+    expires_at: datetime
+
+    @property
+    def payment_data_json(self) -> str:
+        """paymentData as JSON text, amounts as exact numbers (for a <script> block)."""
+        return encode_json(self.payment_data)
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    link: PaymentLink
+    url: str
+    token: str  # shown once; only its SHA-256 is stored
+
+
+def public_url(path: str) -> str:
+    return settings.PUBLIC_BASE_URL.rstrip("/") + path
+
+
+def hash_link_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- terminal -------------------------------------------------------------------
+
+
+def terminal_payment_start(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    terminal: Terminal,
+    pms_invoice_ref: str = "",
+    rewards_credit: services.RewardsCredit | None = None,
+) -> Payment:
+    """Create a terminal payment; after commit a task shows it on the terminal.
+
+    The axept uti is the payment id and the reference its hex (no personal
+    data). A definite refusal fails the payment with the reason; an unknown
+    outcome is resolved by the janitor asking DNA, never by guessing.
+    """
+    with transaction.atomic():
+        payment = services.payment_create(
+            actor=actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=target_type,
+            target_id=target_id,
+            amount=amount,
+            method=PaymentMethod.TERMINAL,
+            terminal=terminal,
+            pms_invoice_ref=pms_invoice_ref,
+            rewards_credit=rewards_credit,
+        )
+        services.provider_operation_request(payment_id=payment.id, operation=TERMINAL_SALE)
+    return payment
+
+
+def terminal_payment_retry(*, payment_id, actor: Actor) -> Payment:
+    """The retry path of a failed terminal payment: a new attempt, sent to the terminal."""
+    with transaction.atomic():
+        failed = lock_payment(payment_id)
+        if failed.method != PaymentMethod.TERMINAL:
+            raise PaymentError(
+                "Only terminal payments are retried here.", code="method_not_allowed"
+            )
+        payment = services.payment_retry(payment_id=payment_id, actor=actor)
+        if payment.terminal is None:
+            raise PaymentError(
+                "The terminal of the failed payment is no longer active; start a new payment.",
+                code="terminal_required",
+            )
+        services.provider_operation_request(payment_id=payment.id, operation=TERMINAL_SALE)
+    return payment
+
+
+def terminal_payment_send(*, payment_id, actor: Actor) -> Payment:
+    """Send an existing initiated terminal payment (a split tender) to its terminal, once."""
+    with transaction.atomic():
+        payment = lock_payment(payment_id)
+        if payment.method != PaymentMethod.TERMINAL or payment.terminal is None:
+            raise PaymentError(
+                "Only terminal payments go to a terminal.", code="method_not_allowed"
+            )
+        if actor.kind == "staff":
+            access.require(
+                actor.user,
+                Perm.INITIATE_PAYMENT,
+                practice_id=payment.practice_id,
+                site_id=payment.site_id,
+            )
+        if payment.state != S.INITIATED:
+            raise InvalidTransition("This payment has already been sent to the terminal.")
+        services.provider_operation_request(payment_id=payment.id, operation=TERMINAL_SALE)
+    return payment
+
+
+# --- online checkout ----------------------------------------------------------------
+
+
+def _check_reuse(payment: Payment, *, actor: Actor, practice: Practice, method: str, amount):
+    """A given payment may be reopened by whoever could have started it, unchanged."""
+    payment = Payment.objects.select_related("practice", "site").get(pk=payment.pk)
+    if payment.practice_id != practice.id:
+        raise NotFound("No such payment.")
+    if payment.method != method:
+        raise PaymentError("The payment was started with another method.", code="invalid_method")
+    if services.money(amount) != payment.amount:
+        raise PaymentError("The amount differs from the payment's.", code="invalid_amount")
+    if payment.state not in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION):
+        raise InvalidTransition(
+            f"A {payment.get_state_display().lower()} payment cannot be checked out again."
+        )
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    elif actor.kind == "patient":
+        if actor.patient is None or actor.patient.pk != payment.patient_id:
+            raise NotFound("No such payment.")
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot take payments.", code="permission_denied")
+    return payment
+
+
+def _open_checkout(
+    payment: Payment, actor: Actor, *, return_url: str, embedded: bool
+) -> CheckoutSession:
+    """Get DNA's bound token and paymentData, then mark the payment as presented."""
+    practice = payment.practice
+    description = practice.name
+    if payment.pms_invoice_ref:
+        description = f"{practice.name}, invoice {payment.pms_invoice_ref}"
+    callback = public_url(reverse("dna-callback"))
+    request = CheckoutRequest(
+        invoice_id=str(payment.id),
+        amount=payment.charge_amount,
+        currency=payment.currency,
+        terminal_id=practice.dna_terminal_id or settings.DNA_TERMINAL_ID,
+        description=description[:200],
+        return_url=return_url,
+        failure_return_url=return_url,
+        callback_url=callback,
+        failure_callback_url=callback,
+        transaction_type="SALE" if payment.moto else settings.DNA_ONLINE_TRANSACTION_TYPE,
+        wallets=WALLETS if practice.wallets_enabled and not payment.moto else (),
+        embedded=embedded,
+        moto=payment.moto,
+    )
+    try:
+        with DnaClient() as dna:
+            checkout = dna.hosted_checkout(request)
+    except DnaError as error:
+        raise CheckoutUnavailable(
+            "The card payment page cannot be opened right now. Please try again in a moment."
+        ) from error
+    outcome = services.payment_await_customer(payment_id=payment.id, actor=actor)
+    return CheckoutSession(
+        payment=outcome.payment,
+        payment_data=checkout.payment_data,
+        script_url=checkout.script_url,
+        redirect_url=checkout.redirect_url,
+        expires_at=checkout.expires_at,
+    )
+
+
+def online_checkout_start(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    return_url: str,
+    method: str = PaymentMethod.ONLINE,
+    pms_invoice_ref: str = "",
+    rewards_credit: services.RewardsCredit | None = None,
+    payment: Payment | None = None,
+) -> CheckoutSession:
+    """Start (or reopen) DNA's hosted checkout for an online, pay-by-link or VT payment.
+
+    invoiceId is the payment id. Wallet buttons are offered when the practice
+    enables them. `payment` reuses an existing initiated (or already presented)
+    payment, e.g. a retry or a pay-by-link payment; the other arguments must
+    then agree with it. The DNA callback completes the payment. Raises
+    CheckoutUnavailable (503) when DNA cannot be reached; the payment stays as
+    it was, and the janitor fails an abandoned one.
+    """
+    if method not in CHECKOUT_METHODS:
+        raise PaymentError("This method has no hosted checkout.", code="invalid_method")
+    if payment is None:
+        payment = services.payment_create(
+            actor=actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=target_type,
+            target_id=target_id,
+            amount=amount,
+            method=method,
+            pms_invoice_ref=pms_invoice_ref,
+            rewards_credit=rewards_credit,
+        )
+    else:
+        payment = _check_reuse(
+            payment, actor=actor, practice=practice, method=method, amount=amount
+        )
+    return _open_checkout(
+        payment,
+        actor,
+        return_url=return_url,
+        embedded=payment.method == PaymentMethod.VIRTUAL_TERMINAL,
+    )
+
+
+# --- pay-by-link ----------------------------------------------------------------------
+
+
+def _channels(first: str) -> list[str]:
+    """Delivery order: the chosen channel, then app, email, SMS (push first, then fallbacks)."""
+    order = [PaymentLink.Channel.APP, PaymentLink.Channel.EMAIL, PaymentLink.Channel.SMS]
+    return [first, *(str(c) for c in order if c != first)]
+
+
+@transaction.atomic
+def pay_by_link_issue(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    channel: str = PaymentLink.Channel.APP,
+    pms_invoice_ref: str = "",
+    ttl_hours: int | None = None,
+) -> IssuedLink:
+    """Create a pay-by-link payment and its one-time link, and ask Communication Hub to send it.
+
+    The raw token is returned once (in `url` and `token`); only its SHA-256 is
+    stored on the link. The delivery message carries the URL, amount, practice
+    name and expiry: nothing clinical.
+    """
+    if channel not in PaymentLink.Channel.values:
+        raise PaymentError("Send the link by app, email or SMS.", code="invalid_channel")
+    ttl = practice.payment_link_ttl_hours if ttl_hours is None else ttl_hours
+    if not isinstance(ttl, int) or not 1 <= ttl <= MAX_LINK_TTL_HOURS:
+        raise PaymentError(
+            f"A link lasts between 1 and {MAX_LINK_TTL_HOURS} hours.", code="invalid_ttl"
+        )
+    payment = services.payment_create(
+        actor=actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        amount=amount,
+        method=PaymentMethod.PAY_BY_LINK,
+        pms_invoice_ref=pms_invoice_ref,
+    )
+    payment = services.payment_await_customer(payment_id=payment.id, actor=actor).payment
+    token = secrets.token_urlsafe(32)
+    link = PaymentLink.objects.create(
+        practice=practice,
+        site=site,
+        payment=payment,
+        token_hash=hash_link_token(token),
+        channel=channel,
+        expires_at=timezone.now() + timedelta(hours=ttl),
+        created_by=actor.user if actor.is_staff else None,
+    )
+    url = public_url(reverse("paylink:pay", args=[token]))
+    audit_record(
+        event_type=EventType.PAYMENT_LINK_ISSUED,
+        practice_id=practice.id,
+        actor=actor,
+        site_id=site.id,
+        payment_id=payment.id,
+        subject_type="payment_link",
+        subject_id=str(link.id),
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method,
+        target_type=payment.target_type,
+        target_id=payment.target_id,
+        payload={"channel": channel, "expires_at": link.expires_at.isoformat()},
+    )
+    outbox_enqueue(
+        destination=Destination.COMMUNICATION_HUB,
+        event_type="payment_link.deliver",
+        practice_id=practice.id,
+        payment_id=payment.id,
+        payload={
+            "link_id": str(link.id),
+            "payment_id": str(payment.id),
+            "patient_id": str(patient.id),
+            "practice_id": str(practice.id),
+            "practice_name": practice.name,
+            "site_id": str(site.id),
+            "url": url,
+            "amount": str(payment.charge_amount),
+            "currency": payment.currency,
+            "invoice_reference": payment.pms_invoice_ref or None,
+            "expires_at": link.expires_at.isoformat(),
+            "channels": _channels(channel),
+        },
+        schema_version=events.SCHEMA_VERSION,
+        dedupe_key=f"paylink:deliver:{link.id}",
+    )
+    return IssuedLink(link=link, url=url, token=token)
+
+
+# --- virtual terminal (MOTO) -----------------------------------------------------------
+
+
+def _vt_session_event(payment: Payment, actor: Actor, action: str, reason: str = "") -> None:
+    """Audit the session step and, with telephony on, tell it to (un)mute call recording."""
+    audit_record(
+        event_type=EventType.VIRTUAL_TERMINAL_SESSION,
+        practice_id=payment.practice_id,
+        actor=actor,
+        site_id=payment.site_id,
+        payment_id=payment.id,
+        subject_type="payment",
+        subject_id=str(payment.id),
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method,
+        payload={"action": action, "reason": reason, "payment_state": payment.state},
+    )
+    if payment.practice.telephony_enabled:
+        event_type = "call_recording.mute" if action == "opened" else "call_recording.unmute"
+        outbox_enqueue(
+            destination=Destination.TELEPHONY,
+            event_type=event_type,
+            practice_id=payment.practice_id,
+            payment_id=payment.id,
+            payload={
+                "payment_id": str(payment.id),
+                "staff_id": str(payment.initiated_by_user_id or ""),
+                "site_id": str(payment.site_id),
+                "practice_id": str(payment.practice_id),
+                "reason": reason or None,
+            },
+            schema_version=events.SCHEMA_VERSION,
+            dedupe_key=f"telephony:{event_type}:{payment.id}",
+        )
+
+
+def virtual_terminal_open(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    pms_invoice_ref: str = "",
+) -> CheckoutSession:
+    """Open a phone (MOTO) payment in DNA's embedded page; mutes call recording first.
+
+    Needs Perm.USE_VIRTUAL_TERMINAL (checked by services.payment_create). The
+    checkout is flagged MOTO: `"channel": "moto"` in merchantCustomData (DNA
+    echoes it in the callback) and the payment's `moto` field. Card details are
+    typed only into DNA's page (redirect_url, shown in an iframe). The session
+    closes (unmute) when the outcome arrives by webhook, or by
+    `virtual_terminal_close`.
+    """
+    with transaction.atomic():
+        payment = services.payment_create(
+            actor=actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=target_type,
+            target_id=target_id,
+            amount=amount,
+            method=PaymentMethod.VIRTUAL_TERMINAL,
+            pms_invoice_ref=pms_invoice_ref,
+        )
+        _vt_session_event(payment, actor, "opened")
+    try:
+        return _open_checkout(
+            payment, actor, return_url=public_url(reverse("paylink:complete")), embedded=True
+        )
+    except CheckoutUnavailable:
+        virtual_terminal_close(payment_id=payment.id, actor=actor, reason="cancelled")
+        raise
+
+
+def virtual_terminal_session(*, payment: Payment, actor: Actor) -> CheckoutSession:
+    """Reopen DNA's card page for an open phone payment (the staff page was reloaded)."""
+    payment = _check_reuse(
+        payment,
+        actor=actor,
+        practice=payment.practice,
+        method=PaymentMethod.VIRTUAL_TERMINAL,
+        amount=payment.amount,
+    )
+    return _open_checkout(
+        payment, actor, return_url=public_url(reverse("paylink:complete")), embedded=True
+    )
+
+
+@transaction.atomic
+def virtual_terminal_close(*, payment_id, actor: Actor, reason: str = "completed") -> bool:
+    """End the phone session: unmute call recording and audit it, exactly once.
+
+    Returns False when the session was already closed (or never opened).
+    """
+    if reason not in ("completed", "cancelled"):
+        raise PaymentError("reason is completed or cancelled.", code="invalid_reason")
+    payment = lock_payment(payment_id)
+    if payment.method != PaymentMethod.VIRTUAL_TERMINAL:
+        raise PaymentError("Not a virtual terminal payment.", code="method_not_allowed")
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.USE_VIRTUAL_TERMINAL,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    steps = set(
+        AuditEvent.objects.filter(
+            payment_id=payment.id, event_type=EventType.VIRTUAL_TERMINAL_SESSION
+        ).values_list("payload__action", flat=True)
+    )
+    if "opened" not in steps or "closed" in steps:
+        return False
+    _vt_session_event(payment, actor, "closed", reason)
+    return True
