@@ -42,8 +42,14 @@ Command line:
     python -m integrations.simulators.gocardless send payment_paid_out \\
         --url http://127.0.0.1:8000/webhooks/gocardless/ \\
         [--mandate-ref REF] [--mandate-id MD...] [--payment-id PM...] [--amount 5000] \\
-        [--secret S] [--api-url http://127.0.0.1:8602 | --no-api]
+        [--secret S] [--api-url http://127.0.0.1:8602 | --no-api] \\
+        [--mandate-metadata KEY=VALUE ...] [--payment-metadata KEY=VALUE ...]
     python -m integrations.simulators.gocardless serve [--port 8602]
+
+Metadata is what the subscription module set on the mandate / payment when it
+created them; our handler needs the keys in docs/contracts.md ("GoCardless"),
+e.g. `--mandate-metadata primoro_practice_id=<uuid> primoro_patient_id=<uuid>
+subscription_module=care_plan --payment-metadata subscription_id=CP-1`.
 """
 
 from __future__ import annotations
@@ -197,8 +203,15 @@ def build_scenario(
     currency: str = "GBP",
     app_fee: int = DEFAULT_APP_FEE,
     now: datetime | None = None,
+    mandate_metadata: Mapping[str, str] | None = None,
+    payment_metadata: Mapping[str, str] | None = None,
 ) -> Scenario:
-    """The events and resources of a scenario; ids not given are generated. Pure apart from ids."""
+    """The events and resources of a scenario; ids not given are generated. Pure apart from ids.
+
+    `mandate_metadata` / `payment_metadata` go on the API resources (as the
+    subscription module would have set them when it created them), never on the
+    events, which GoCardless initiates with empty metadata.
+    """
     if name not in SCENARIOS:
         raise ValueError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
     if amount <= 0:
@@ -215,7 +228,7 @@ def build_scenario(
         "scheme": "bacs",
         "next_possible_charge_date": (now + timedelta(days=4)).date().isoformat(),
         "payments_require_approval": False,
-        "metadata": {},
+        "metadata": dict(mandate_metadata or {}),
         "links": {
             "creditor": creditor_id,
             "customer": new_id("CU"),
@@ -245,7 +258,7 @@ def build_scenario(
         "reference": None,
         "status": status,
         "retry_if_possible": False,
-        "metadata": {},
+        "metadata": dict(payment_metadata or {}),
         "links": {
             "mandate": mandate_id,
             "creditor": creditor_id,
@@ -539,10 +552,29 @@ def _parser() -> argparse.ArgumentParser:
     send.add_argument("--secret", help="default: GOCARDLESS_WEBHOOK_SECRET or the dev secrets file")
     send.add_argument("--api-url", default=None, help="API simulator to publish resources to")
     send.add_argument("--no-api", action="store_true", help="do not publish to the API simulator")
+    for target in ("mandate", "payment"):
+        send.add_argument(
+            f"--{target}-metadata",
+            nargs="*",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"metadata the subscription module set on the {target} resource",
+        )
     serve = commands.add_parser("serve", help="run only the read-only API simulator")
     serve.add_argument("--port", type=int, default=env_int("GOCARDLESS_SIM_PORT", DEFAULT_PORT))
     serve.add_argument("--host", default="127.0.0.1")
     return parser
+
+
+def _pairs(values: list[str]) -> dict[str, str]:
+    """KEY=VALUE arguments as a dict (argparse has already checked they are strings)."""
+    pairs = {}
+    for value in values:
+        key, sep, item = value.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"metadata must be KEY=VALUE, got {value!r}")
+        pairs[key] = item
+    return pairs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -565,6 +597,8 @@ def main(argv: list[str] | None = None) -> int:
         subscription_id=args.subscription_id,
         amount=args.amount,
         currency=args.currency,
+        mandate_metadata=_pairs(args.mandate_metadata),
+        payment_metadata=_pairs(args.payment_metadata),
     )
     if not args.no_api:
         api_url = args.api_url or default_api_url()
