@@ -38,6 +38,13 @@ class EventType(models.TextChoices):
     OUTBOX_REDELIVERED = "outbox.redelivered"
     AUDIT_EXPORTED = "audit.exported"
     VIRTUAL_TERMINAL_SESSION = "virtual_terminal.session"
+    # System-initiated triggers from other modules (§4.6) and overdue balances.
+    PAYMENT_DUE_DATE_SET = "payment.due_date_set"
+    DEPOSIT_REFUND_REQUESTED = "deposit.refund_requested"
+    PROPOSAL_ACCEPTED = "proposal.accepted"
+    BILLING_EVENT_RECORDED = "billing_event.recorded"
+    BALANCE_OVERDUE_REMINDED = "balance.overdue_reminded"
+    BALANCE_OVERDUE_ESCALATED = "balance.overdue_escalated"
 
 
 class AuditEvent(models.Model):

@@ -30,7 +30,7 @@ def payment_facts(payment: Payment) -> dict:
         "practice_id": str(payment.practice_id),
         "site_id": str(payment.site_id),
         "terminal_id": str(payment.terminal_id) if payment.terminal_id else None,
-        "patient_id": str(payment.patient_id),
+        "patient_id": str(payment.patient_id) if payment.patient_id else None,
         "billable_target": _billable_target(payment),
         "method": payment.method,
         "amount": str(payment.amount),
@@ -76,6 +76,7 @@ def on_initiated(payment: Payment) -> None:
     if (
         payment.practice.pms_writeback_mode == PmsWritebackMode.PENDING_MARKER
         and not payment.split_id
+        and not payment.is_procurement
     ):
         _enqueue(
             Destination.PMS,
@@ -87,6 +88,11 @@ def on_initiated(payment: Payment) -> None:
 
 
 def on_captured(payment: Payment) -> None:
+    if payment.is_procurement:
+        # A supplier payment is the practice's, not a patient's: it is confirmed
+        # to Inventory only (no PMS writeback, receipt or patient ledger entry).
+        _supplier_payment_message(payment, "supplier_payment.executed")
+        return
     facts = payment_facts(payment)
     facts["captured_amount"] = str(payment.captured_amount)
     facts["captured_at"] = payment.captured_at.isoformat()
@@ -175,6 +181,8 @@ def on_split_settled(split: SplitPayment, tenders: list[Payment]) -> None:
 def on_failed(payment: Payment) -> None:
     """Silent failures are prohibited (§13.2.6): every failure becomes a task."""
     facts = payment_facts(payment)
+    if payment.is_procurement:
+        _supplier_payment_message(payment, "supplier_payment.failed")
     _enqueue(
         Destination.TASK_MANAGER,
         "task.create",
@@ -191,6 +199,14 @@ def on_failed(payment: Payment) -> None:
 
 
 def on_refunded(payment: Payment, refund: Refund) -> None:
+    if payment.is_procurement:
+        _supplier_payment_message(
+            payment,
+            "supplier_payment.refunded",
+            extra={"refund_id": str(refund.id), "refund_amount": str(refund.amount)},
+            dedupe=f"inventory:refund:{refund.id}",
+        )
+        return
     facts = payment_facts(payment)
     event_type = "payment.refunded" if payment.state == "refunded" else "payment.partially_refunded"
     payload = {
@@ -228,4 +244,133 @@ def on_approval_required(approval) -> None:
             "expires_at": approval.expires_at.isoformat(),
         },
         dedupe_key=f"task:approval:{approval.id}",
+    )
+
+
+# --- Supplier payments, deposits, disputes, overdue balances -------------------
+
+
+def _supplier_payment_message(
+    payment: Payment, event_type: str, *, extra: dict | None = None, dedupe: str | None = None
+) -> None:
+    """Inventory & Compliance Manager hears the outcome of a supplier payment (§6.4)."""
+    supplier = payment.supplier_payment
+    _enqueue(
+        Destination.INVENTORY,
+        event_type,
+        payment,
+        {
+            "payment_id": str(payment.id),
+            "practice_id": str(payment.practice_id),
+            "site_id": str(payment.site_id),
+            "purchase_order_id": supplier.purchase_order_id,
+            "supplier_invoice_id": supplier.supplier_invoice_id,
+            "amount": str(payment.amount),
+            "captured_amount": str(payment.captured_amount),
+            "currency": payment.currency,
+            "state": payment.state,
+            "provider_reference": payment.provider_reference or None,
+            "captured_at": payment.captured_at.isoformat() if payment.captured_at else None,
+            "failure_code": payment.failure_code or None,
+            **(extra or {}),
+        },
+        dedupe=dedupe or f"inventory:{event_type}:{payment.id}",
+    )
+
+
+def on_deposit_settled(deposit, *, override: bool = False, discriminator: str = "") -> None:
+    """Financial Signal deposit.converted / deposit.forfeited (§6.2) when a deposit is settled."""
+    event_type = f"deposit.{deposit.status}"
+    payment = deposit.payment
+    outbox_enqueue(
+        destination=Destination.FINANCIAL_INSIGHTS,
+        event_type=event_type,
+        practice_id=deposit.practice_id,
+        payment_id=deposit.payment_id,
+        payload={
+            "deposit_id": str(deposit.id),
+            "practice_id": str(deposit.practice_id),
+            "site_id": str(deposit.site_id),
+            "patient_id": str(deposit.patient_id),
+            "billable_target": {"type": "deposit", "id": str(deposit.id), "pms_invoice_ref": None},
+            "appointment_id": deposit.appointment_id,
+            "amount": str(deposit.amount),
+            "currency": deposit.currency,
+            "payment_id": str(deposit.payment_id) if deposit.payment_id else None,
+            "provider_reference": (payment.provider_reference or None) if payment else None,
+            "attendance_outcome": deposit.attendance_outcome or None,
+            "override": override,
+            "occurred_at": deposit.closed_at.isoformat() if deposit.closed_at else None,
+        },
+        schema_version=SCHEMA_VERSION,
+        dedupe_key=f"fi:{event_type}:{deposit.id}{':' + discriminator if discriminator else ''}",
+    )
+
+
+def on_dispute_flagged(payment: Payment, *, reason: str, provider_reference: str) -> None:
+    """A dispute or chargeback is an exception someone must work (§5.4): a task."""
+    _enqueue(
+        Destination.TASK_MANAGER,
+        "task.create",
+        payment,
+        {
+            "task_type": "payment_disputed",
+            "title": f"Payment of {payment.currency} {payment.amount} is disputed",
+            "detail": reason,
+            "dispute_reference": provider_reference or None,
+            "payment": payment_facts(payment),
+        },
+        dedupe=f"task:disputed:{payment.id}",
+    )
+
+
+def _balance_facts(balance) -> dict:
+    return {
+        "overdue_balance_id": str(balance.id),
+        "practice_id": str(balance.practice_id),
+        "site_id": str(balance.site_id),
+        "patient_id": str(balance.patient_id),
+        "billable_target": {"type": balance.target_type, "id": balance.target_id},
+        "payment_id": str(balance.payment_id),
+        "amount": str(balance.amount),
+        "currency": balance.currency,
+        "due_at": balance.due_at.isoformat(),
+    }
+
+
+def on_overdue_reminder(balance, *, number: int, of: int, days_overdue: int) -> None:
+    """Communication Hub sends the patient a reminder of an unpaid request (app first)."""
+    outbox_enqueue(
+        destination=Destination.COMMUNICATION_HUB,
+        event_type="payment_reminder.requested",
+        practice_id=balance.practice_id,
+        payment_id=balance.payment_id,
+        payload={
+            **_balance_facts(balance),
+            "reminder_number": number,
+            "reminders_scheduled": of,
+            "days_overdue": days_overdue,
+            "channels": ["app", "email", "sms"],
+        },
+        schema_version=SCHEMA_VERSION,
+        dedupe_key=f"reminder:overdue:{balance.id}:{balance.due_at.timestamp():.0f}:{number}",
+    )
+
+
+def on_overdue_escalated(balance, *, days_overdue: int) -> None:
+    """Reminders have run out: a person follows up (Task Manager)."""
+    outbox_enqueue(
+        destination=Destination.TASK_MANAGER,
+        event_type="task.create",
+        practice_id=balance.practice_id,
+        payment_id=balance.payment_id,
+        payload={
+            **_balance_facts(balance),
+            "task_type": "overdue_balance",
+            "title": f"{balance.currency} {balance.amount} overdue by {days_overdue} days",
+            "reminders_sent": balance.reminders_sent,
+            "days_overdue": days_overdue,
+        },
+        schema_version=SCHEMA_VERSION,
+        dedupe_key=f"task:overdue:{balance.id}:{balance.due_at.timestamp():.0f}",
     )

@@ -39,7 +39,10 @@ PAID_STATES = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.RECONCI
 PRE_CAPTURE_STATES = frozenset({S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED})
 OPEN_STATES = PRE_CAPTURE_STATES
 FINAL_STATES = frozenset({S.FAILED, S.VOIDED, S.REFUNDED, S.RECONCILED})
-REFUNDABLE_STATES = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED})
+# A settled (reconciled) payment can still be refunded: practices refund weeks
+# later. The refund moves it to a refund state, and the settlement that carries
+# the refund reconciles it again.
+REFUNDABLE_STATES = frozenset({S.CAPTURED, S.PARTIALLY_REFUNDED, S.RECONCILED})
 
 
 class PaymentMethod(models.TextChoices):
@@ -77,6 +80,13 @@ class TargetType(models.TextChoices):
 PROSPECT_TARGETS = frozenset(
     {TargetType.DEPOSIT, TargetType.PAYMENT_REQUEST, TargetType.COMMERCE_ORDER}
 )
+
+
+class PaymentPurpose(models.TextChoices):
+    """Who pays: a patient (the §3 lifecycle), or the practice paying a supplier (§6.4)."""
+
+    PATIENT = "patient", "Patient payment"
+    PROCUREMENT = "procurement", "Practice procurement (supplier invoice)"
 
 
 class InitiatorKind(models.TextChoices):
@@ -164,12 +174,25 @@ class Payment(FSMModelMixin, models.Model):
         related_name="payments",
     )
     patient = models.ForeignKey(
-        "practices.Patient", on_delete=models.PROTECT, related_name="payments"
+        "practices.Patient",
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="payments",
+        help_text="Always set for patient payments; empty only for procurement payments.",
+    )
+    purpose = models.CharField(
+        max_length=12, choices=PaymentPurpose.choices, default=PaymentPurpose.PATIENT
     )
     target_type = models.CharField(max_length=20, choices=TargetType.choices)
     target_id = models.CharField(max_length=64)
     pms_invoice_ref = models.CharField(
         max_length=64, blank=True, help_text="May be empty for commerce orders until fulfilment."
+    )
+    due_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When a requested payment is due; unpaid after it, it becomes an overdue balance.",
     )
     split = models.ForeignKey(
         SplitPayment, on_delete=models.PROTECT, null=True, blank=True, related_name="tenders"
@@ -234,8 +257,21 @@ class Payment(FSMModelMixin, models.Model):
                 ),
                 name="payment_credit_below_amount",
             ),
+            # A payment without a patient is only ever the practice paying a
+            # matched supplier invoice on an Inventory trigger (§6.4).
+            models.CheckConstraint(
+                condition=Q(purpose=PaymentPurpose.PATIENT, patient__isnull=False)
+                | Q(
+                    purpose=PaymentPurpose.PROCUREMENT,
+                    patient__isnull=True,
+                    target_type=TargetType.INVOICE,
+                    initiated_by_kind=InitiatorKind.SYSTEM,
+                ),
+                name="payment_patient_or_procurement",
+            ),
         ]
         indexes = [
+            models.Index(fields=["updated_at", "id"], name="payment_updated"),
             models.Index(fields=["practice", "site", "-created_at"], name="payment_site_time"),
             models.Index(fields=["practice", "state", "-created_at"], name="payment_state_time"),
             models.Index(fields=["practice", "target_type", "target_id"], name="payment_target"),
@@ -256,6 +292,10 @@ class Payment(FSMModelMixin, models.Model):
     @property
     def is_paid(self) -> bool:
         return self.state in PAID_STATES
+
+    @property
+    def is_procurement(self) -> bool:
+        return self.purpose == PaymentPurpose.PROCUREMENT
 
     # --- The lifecycle (§3.2). Sources listed here are the whole table. ----
 
@@ -421,3 +461,189 @@ def idempotency_key(payment_id, operation: str, discriminator: str = "") -> str:
     """The one rule for provider idempotency keys: payment + operation (+ which one)."""
     key = f"pay:{payment_id}:{operation}"
     return f"{key}:{discriminator}" if discriminator else key
+
+
+# --- Deposits, overdue balances and supplier payments ------------------------
+
+
+class DepositStatus(models.TextChoices):
+    REQUESTED = "requested", "Requested"
+    PAID = "paid", "Paid"
+    WAIVED = "waived", "Waived"
+    REFUNDED = "refunded", "Refunded"
+    CONVERTED = "converted", "Converted (applied to the appointment)"
+    FORFEITED = "forfeited", "Forfeited (no-show)"
+
+
+class Deposit(models.Model):
+    """A deposit Appointment Manager asked us to collect for one appointment (product page §6).
+
+    The policy (when a deposit is due, how much, what a no-show costs) is
+    Appointment Manager's; we collect it, show its status and handle the
+    exceptions. `payment` is the collection attempt; the status follows it
+    (paid on capture, refunded on a full refund) and the attendance report
+    (converted or forfeited). Changes go through `payments.deposits`.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey("practices.Patient", on_delete=models.PROTECT, related_name="+")
+    appointment_id = models.CharField(max_length=64)
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="GBP")
+    status = models.CharField(
+        max_length=10, choices=DepositStatus.choices, default=DepositStatus.REQUESTED
+    )
+    due_at = models.DateTimeField(null=True, blank=True)
+    channel = models.CharField(max_length=16, blank=True, help_text="How the patient is asked.")
+    payment = models.ForeignKey(
+        Payment, on_delete=models.PROTECT, null=True, blank=True, related_name="deposits"
+    )
+    requested_by_label = models.CharField(max_length=200)
+    attendance_outcome = models.CharField(max_length=10, blank=True)
+    status_reason = models.CharField(max_length=255, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    paid_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="deposit_amount_positive"),
+            models.UniqueConstraint(
+                fields=["practice", "appointment_id"], name="deposit_once_per_appointment"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["practice", "status", "-created_at"], name="deposit_status_time")
+        ]
+
+    def __str__(self):
+        return f"Deposit {self.amount} for appointment {self.appointment_id} [{self.status}]"
+
+
+class OverdueBalance(models.Model):
+    """A requested payment still unpaid after its due date: reminded on the practice's schedule.
+
+    One row per billable target; `payments.overdue` creates it when the due
+    date passes, sends a reminder on each day of `Practice.overdue_reminder_days`
+    and raises a task when the reminders have run out.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Overdue: reminders running"
+        ESCALATED = "escalated", "Reminders exhausted: task raised"
+        SETTLED = "settled", "Paid"
+        CLOSED = "closed", "No longer payable (voided or failed)"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    patient = models.ForeignKey("practices.Patient", on_delete=models.PROTECT, related_name="+")
+    target_type = models.CharField(max_length=20, choices=TargetType.choices)
+    target_id = models.CharField(max_length=64)
+    payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="+")
+    amount = models.DecimalField(max_digits=12, decimal_places=2)
+    currency = models.CharField(max_length=3, default="GBP")
+    due_at = models.DateTimeField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    reminders_sent = models.PositiveSmallIntegerField(default=0)
+    last_reminder_at = models.DateTimeField(null=True, blank=True)
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["due_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["practice", "target_type", "target_id"], name="overdue_once_per_target"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "due_at"], name="overdue_status_due")]
+
+    def __str__(self):
+        return f"Overdue {self.amount} {self.currency} due {self.due_at:%Y-%m-%d} [{self.status}]"
+
+
+class SupplierPayment(models.Model):
+    """What a procurement payment pays: a supplier invoice matched to a purchase order (§6.4).
+
+    The Payment itself has purpose `procurement` and no patient; this row
+    carries the procurement references Inventory & Compliance Manager needs in
+    its confirmation. PO matching and invoice verification stay with Inventory.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    payment = models.OneToOneField(
+        Payment, on_delete=models.PROTECT, related_name="supplier_payment"
+    )
+    purchase_order_id = models.CharField(max_length=64)
+    supplier_invoice_id = models.CharField(max_length=64)
+    supplier_name = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(
+                fields=["practice", "supplier_invoice_id"], name="supplier_payment_invoice"
+            )
+        ]
+
+    def __str__(self):
+        return f"Supplier invoice {self.supplier_invoice_id} (PO {self.purchase_order_id})"
+
+
+class PaymentLink(models.Model):
+    """Our own one-time pay-by-link: only the SHA-256 of its token is stored (§4.2).
+
+    The patient-facing page is ours (payments/links.py), so we decide single use,
+    expiry and content; DNA's hosted page takes the card. The link is marked used
+    in the same transaction as its payment's capture (payments.services).
+    """
+
+    class Channel(models.TextChoices):
+        APP = "app", "App"
+        EMAIL = "email", "Email"
+        SMS = "sms", "SMS"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        USED = "used", "Used"
+        EXPIRED = "expired", "Expired"
+        CANCELLED = "cancelled", "Cancelled"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    site = models.ForeignKey("practices.Site", on_delete=models.PROTECT, related_name="+")
+    payment = models.OneToOneField(Payment, on_delete=models.PROTECT, related_name="link")
+    token_hash = models.CharField(max_length=64, unique=True)
+    channel = models.CharField(max_length=8, choices=Channel.choices, default=Channel.APP)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["practice", "status", "expires_at"], name="paylink_status_expiry")
+        ]
+
+    def __str__(self):
+        return f"Link for {self.payment_id} [{self.status}]"
+
+    def effective_status(self, now) -> str:
+        """The status as the patient sees it: an active link past its time is expired."""
+        if self.status == self.Status.ACTIVE and self.expires_at <= now:
+            return self.Status.EXPIRED
+        return self.status

@@ -17,14 +17,18 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
+import structlog
+from django.conf import settings
 from django.db import transaction
-from django.db.models import Sum
+from django.db.models import Q, Sum
 from django.utils import timezone
 from django_fsm import TransitionNotAllowed
 
 from audit.actors import Actor
 from audit.models import EventType
 from audit.services import audit_record
+from integrations.models import Destination
+from integrations.outbox import outbox_enqueue
 from payments import events
 from payments.errors import InvalidTransition, NotFound, PaymentError
 from payments.locks import lock_approval, lock_payment, lock_refund, lock_split
@@ -33,26 +37,32 @@ from payments.models import (
     OFFLINE_METHODS,
     PAID_STATES,
     PROSPECT_TARGETS,
+    REFUNDABLE_STATES,
     ApprovalRequest,
     InitiatorKind,
     Payment,
+    PaymentLink,
     PaymentMethod,
+    PaymentPurpose,
     PaymentState,
     Provider,
     ProviderOperation,
     ReasonCode,
     Refund,
     SplitPayment,
+    SupplierPayment,
     TargetType,
     idempotency_key,
 )
 from practices import access
 from practices.models import Patient, Practice, Site
 from practices.roles import Perm
+from primoro_payments import metrics
 from terminals.models import Terminal
 
 S = PaymentState
 _CENTS = Decimal("0.01")
+log = structlog.get_logger("payments.services")
 
 # Methods each kind of initiator may start.
 _PATIENT_METHODS = frozenset({PaymentMethod.ONLINE, PaymentMethod.PAY_BY_LINK})
@@ -462,6 +472,11 @@ def payment_capture(
     from_state = payment.state
     _record_reference(payment, provider_reference)
     _apply(payment, "capture", amount=captured, at=timezone.now())
+    if payment.method == PaymentMethod.PAY_BY_LINK:
+        # Single use: the link is spent in the same transaction as the capture.
+        PaymentLink.objects.filter(payment=payment).exclude(status=PaymentLink.Status.USED).update(
+            status=PaymentLink.Status.USED, used_at=payment.captured_at
+        )
     events.on_captured(payment)
     payment.save(
         update_fields=[
@@ -474,8 +489,10 @@ def payment_capture(
         ]
     )
     _state_change(payment, actor, from_state, amount=captured)
+    metrics.payment_outcome(payment, "captured")
     if payment.split_id:
         _settle_split_if_complete(payment.split_id, actor)
+    _sync_deposit(payment, actor)
     return Outcome(payment, changed=True)
 
 
@@ -509,6 +526,7 @@ def payment_fail(
         payload={"failure_code": payment.failure_code, "failure_reason": payment.failure_reason},
     )
     events.on_failed(payment)
+    metrics.payment_outcome(payment, "failed")
     return Outcome(payment, changed=True)
 
 
@@ -518,6 +536,11 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
     failed = lock_payment(payment_id)
     if failed.state != S.FAILED:
         raise InvalidTransition("Only a failed payment can be retried.")
+    if failed.is_procurement:
+        raise PaymentError(
+            "A supplier payment is retried by a new signal from Inventory & Compliance Manager.",
+            code="method_not_allowed",
+        )
     if failed.retries.exists():
         raise PaymentError("This payment has already been retried.", code="already_retried")
     return payment_create(
@@ -572,6 +595,7 @@ def payment_void(*, payment_id, actor: Actor, reason_code: str, notes: str = "")
     )
     if payment.method in CARD_METHODS and from_state in (S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED):
         _provider_operation(payment, "cancel")
+    metrics.payment_voided(payment)
     return Outcome(payment, changed=True)
 
 
@@ -594,12 +618,182 @@ def payment_reconcile(*, payment_id, actor: Actor, batch_reference: str) -> Outc
 def _provider_operation(
     payment: Payment, operation: str, discriminator: str = ""
 ) -> ProviderOperation:
-    """Record a money-moving provider call to make; its key makes a second one impossible."""
-    op, _ = ProviderOperation.objects.get_or_create(
+    """Record a money-moving provider call to make; its key makes a second one impossible.
+
+    A new row is executed after commit (integrations.dna.tasks.execute_provider_operation)
+    when DNA_OPERATIONS_ON_COMMIT is set; the beat sweep runs any row still pending.
+    """
+    op, created = ProviderOperation.objects.get_or_create(
         idempotency_key=idempotency_key(payment.id, operation, discriminator),
         defaults={"payment": payment, "operation": operation},
     )
+    if (
+        created
+        and payment.provider == Provider.DNA
+        and getattr(settings, "DNA_OPERATIONS_ON_COMMIT", False)
+    ):
+        transaction.on_commit(lambda: _dispatch_provider_operation(op.pk), robust=True)
     return op
+
+
+def _dispatch_provider_operation(op_id: int) -> None:
+    """After commit: ask a worker to run the call now. If the broker is down, the sweep will."""
+    from kombu.exceptions import OperationalError
+
+    from integrations.dna.tasks import execute_provider_operation
+
+    try:
+        execute_provider_operation.delay(op_id)
+    except OperationalError as exc:
+        log.warning("provider_operation_not_queued", operation=op_id, error=str(exc))
+
+
+@transaction.atomic
+def provider_operation_request(
+    *, payment_id, operation: str, discriminator: str = ""
+) -> ProviderOperation:
+    """Record (once) a provider call a flow needs, e.g. the terminal sale of a new payment."""
+    payment = lock_payment(payment_id)
+    if payment.provider != Provider.DNA:
+        raise PaymentError("Only provider payments call the provider.", code="method_not_allowed")
+    return _provider_operation(payment, operation, discriminator)
+
+
+@transaction.atomic
+def payment_request_capture(*, payment_id, actor: Actor) -> ProviderOperation:
+    """Ask DNA to capture an authorised card payment; the capture lands when DNA confirms it."""
+    payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    elif actor.kind not in ("system", "provider"):
+        raise PaymentError("This actor cannot capture payments.", code="permission_denied")
+    if payment.state in PAID_STATES:
+        existing = payment.operations.filter(operation="charge").first()
+        if existing is not None:
+            return existing
+        raise InvalidTransition("This payment is already captured.")
+    if payment.state != S.AUTHORISED or payment.provider != Provider.DNA:
+        raise InvalidTransition("Only an authorised card payment can be captured.")
+    if not payment.provider_reference:
+        raise PaymentError(
+            "The provider transaction of this payment is not known yet.",
+            code="provider_reference_missing",
+        )
+    return _provider_operation(payment, "charge")
+
+
+@transaction.atomic
+def provider_operation_claim(*, op_id, lease_seconds: float, now=None) -> ProviderOperation | None:
+    """Take a pending operation for one attempt, or None if it is done or another worker has it.
+
+    The lease is `updated_at`: a row touched less than `lease_seconds` ago (and
+    already attempted) is being worked on, so concurrent runs skip it.
+    """
+    now = now or timezone.now()
+    op = (
+        ProviderOperation.objects.select_for_update(skip_locked=True)
+        .select_related("payment")
+        .filter(pk=op_id, status=ProviderOperation.Status.PENDING)
+        .filter(Q(attempts=0) | Q(updated_at__lte=now - timedelta(seconds=lease_seconds)))
+        .first()
+    )
+    if op is None:
+        return None
+    op.attempts += 1
+    op.save(update_fields=["attempts", "updated_at"])
+    return op
+
+
+def provider_operations_due(*, lease_seconds: float, now=None, limit: int = 200) -> list[int]:
+    """Pending operations nobody is working on (lost task, unknown outcome to ask again).
+
+    An operation tried n times waits lease × 2^(n-1) (at most × 64) before the next
+    try, so a long provider outage is asked about less and less often, never never.
+    """
+    now = now or timezone.now()
+    candidates = (
+        ProviderOperation.objects.filter(status=ProviderOperation.Status.PENDING)
+        .filter(Q(attempts=0) | Q(updated_at__lte=now - timedelta(seconds=lease_seconds)))
+        .order_by("updated_at")
+        .values_list("pk", "attempts", "updated_at")
+    )
+    due = []
+    for pk, attempts, updated_at in candidates.iterator():
+        wait = lease_seconds * 2 ** min(max(attempts - 1, 0), 6)
+        if attempts == 0 or updated_at <= now - timedelta(seconds=wait):
+            due.append(pk)
+            if len(due) >= limit:
+                break
+    return due
+
+
+@transaction.atomic
+def provider_operation_settle(
+    *, op_id, status: str, provider_reference: str = "", error: str = ""
+) -> ProviderOperation:
+    """Record what the provider said: succeeded, failed (nothing happened), or still pending."""
+    if status not in ProviderOperation.Status.values:
+        raise ValueError(f"unknown provider operation status {status!r}")
+    op = ProviderOperation.objects.select_for_update().get(pk=op_id)
+    if op.status != ProviderOperation.Status.PENDING:
+        return op
+    op.status = status
+    if provider_reference:
+        op.provider_reference = provider_reference[:128]
+    op.last_error = error[:255]
+    op.save(update_fields=["status", "provider_reference", "last_error", "updated_at"])
+    return op
+
+
+@transaction.atomic
+def payment_flag_exception(
+    *, payment_id, actor: Actor, code: str, detail: str, reference: str = ""
+) -> bool:
+    """A provider fact we refuse to apply (e.g. a decline after a capture): audit it and task staff.
+
+    Flagged once per (payment, code, reference); returns whether this call flagged it.
+    """
+    payment = lock_payment(payment_id)
+    message = outbox_enqueue(
+        destination=Destination.TASK_MANAGER,
+        event_type="task.create",
+        practice_id=payment.practice_id,
+        payment_id=payment.id,
+        payload={
+            "task_type": "payment_exception",
+            "title": f"Payment of {payment.currency} {payment.amount} needs attention",
+            "detail": detail,
+            "exception_code": code,
+            "provider_reference": reference or None,
+            "payment": events.payment_facts(payment),
+        },
+        schema_version=events.SCHEMA_VERSION,
+        dedupe_key=f"task:exception:{payment.id}:{code}:{reference}"[:200],
+    )
+    if message is None:
+        return False
+    _audit(
+        payment,
+        actor,
+        EventType.PAYMENT_EXCEPTION_FLAGGED,
+        reason_code=code[:32],
+        payload={"code": code, "detail": detail[:500], "reference": reference},
+    )
+    return True
+
+
+def _sync_deposit(payment: Payment, actor: Actor) -> None:
+    """A deposit collected by this payment follows its capture and full refund."""
+    if payment.target_type == TargetType.DEPOSIT:
+        # payments.deposits builds on this module, hence the import here.
+        from payments.deposits import deposit_sync_from_payment
+
+        deposit_sync_from_payment(payment=payment, actor=actor)
 
 
 # --- Cash and voucher tenders ------------------------------------------------
@@ -765,8 +959,10 @@ def refund_request(
     elif actor.kind != "system":
         raise PaymentError("This actor cannot refund payments.", code="permission_denied")
     reason_code = _reason(reason_code)
-    if payment.state not in (S.CAPTURED, S.PARTIALLY_REFUNDED):
-        raise InvalidTransition("Only a captured or partially refunded payment can be refunded.")
+    if payment.state not in REFUNDABLE_STATES:
+        raise InvalidTransition(
+            "Only a captured, partially refunded or settled payment can be refunded."
+        )
     available = payment.captured_amount - _reserved_refunds(payment)
     amount = available if amount is None else money(amount)
     if amount <= 0 or amount > available:
@@ -829,6 +1025,7 @@ def _refund_succeed(
     full = payment.refunded_amount + refund.amount == payment.captured_amount
     _apply(payment, "refund_fully" if full else "refund_partially", amount=refund.amount)
     events.on_refunded(payment, refund)
+    metrics.refund_completed(payment, full=full)
     payment.save(update_fields=["state", "refunded_amount", "pms_writeback_status", "updated_at"])
     approver = approver or (Actor.staff(refund.approved_by) if refund.approved_by else None)
     # The refund is attributed to the person (or trigger) who asked for it; the
@@ -855,6 +1052,7 @@ def _refund_succeed(
             "confirmed_by": f"{actor.kind}:{actor.id}",
         },
     )
+    _sync_deposit(payment, actor)
 
 
 @transaction.atomic
@@ -958,7 +1156,7 @@ def approval_grant(*, approval_id, actor: Actor, note: str = "") -> Refund:
         raise PaymentError("Only staff approve refunds.", code="permission_denied")
     payment, approval = _lock_pending_approval(approval_id, actor)
     available = payment.captured_amount - _reserved_refunds(payment)
-    if payment.state not in (S.CAPTURED, S.PARTIALLY_REFUNDED) or approval.amount > available:
+    if payment.state not in REFUNDABLE_STATES or approval.amount > available:
         raise PaymentError(
             "The payment can no longer be refunded by this amount.", code="refund_exceeds_captured"
         )
@@ -1006,3 +1204,119 @@ def approvals_expire(*, now=None) -> int:
             _audit_approval(approval, EventType.APPROVAL_EXPIRED, Actor.system("approval_expiry"))
             expired += 1
     return expired
+
+
+# --- Due dates and procurement (system-initiated triggers, §4.6, §6.4) ----------
+
+
+@transaction.atomic
+def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
+    """Give a requested payment its due date; unpaid after it, it becomes an overdue balance."""
+    payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot set due dates.", code="permission_denied")
+    if payment.is_procurement:
+        raise PaymentError("Supplier payments have no due date here.", code="method_not_allowed")
+    if timezone.is_naive(due_at):
+        raise PaymentError("Due dates carry a time zone.", code="invalid_due_at", field="due_at")
+    if payment.state not in (S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION):
+        raise InvalidTransition("Only a payment not yet paid can be given a due date.")
+    if payment.due_at == due_at:
+        return payment
+    previous = payment.due_at
+    payment.due_at = due_at
+    payment.save(update_fields=["due_at", "updated_at"])
+    _audit(
+        payment,
+        actor,
+        EventType.PAYMENT_DUE_DATE_SET,
+        payload={
+            "due_at": due_at.isoformat(),
+            "previous_due_at": previous.isoformat() if previous else None,
+        },
+    )
+    return payment
+
+
+@transaction.atomic
+def supplier_payment_create(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    purchase_order_id: str,
+    supplier_invoice_id: str,
+    amount,
+    payment_profile_id: str,
+    supplier_name: str = "",
+) -> Payment:
+    """The practice pays a supplier invoice Inventory & Compliance Manager has matched (§6.4).
+
+    A procurement payment: no patient, target the supplier invoice, charged to
+    the practice's own payment profile (card on file), started only by the
+    Inventory trigger. Capture confirms it back to Inventory (events.on_captured).
+    At most one live payment per supplier invoice: a failed or voided one may
+    be replaced by a new signal.
+    """
+    if actor.kind != "system":
+        raise PaymentError(
+            "Supplier payments are started by Inventory & Compliance Manager only.",
+            code="permission_denied",
+        )
+    amount = money(amount)
+    if site.practice_id != practice.id:
+        raise NotFound("No such site.")
+    for field, value in (
+        ("purchase_order_id", purchase_order_id),
+        ("supplier_invoice_id", supplier_invoice_id),
+        ("payment_profile_id", payment_profile_id),
+    ):
+        if not value or len(value) > 64:
+            raise PaymentError(f"{field} is required.", code="invalid_reference", field=field)
+    # One practice's procurement payments are started one at a time, so the
+    # check below cannot race another signal for the same invoice.
+    Practice.objects.select_for_update().get(pk=practice.pk)
+    live = (
+        SupplierPayment.objects.filter(practice=practice, supplier_invoice_id=supplier_invoice_id)
+        .exclude(payment__state__in=[S.FAILED, S.VOIDED])
+        .select_related("payment")
+        .first()
+    )
+    if live is not None:
+        raise InvalidTransition(
+            f"Supplier invoice {supplier_invoice_id} already has a payment "
+            f"({live.payment.get_state_display().lower()}).",
+        )
+    payment = Payment(
+        practice=practice,
+        site=site,
+        patient=None,
+        purpose=PaymentPurpose.PROCUREMENT,
+        target_type=TargetType.INVOICE,
+        target_id=supplier_invoice_id,
+        method=PaymentMethod.CARD_ON_FILE,
+        amount=amount,
+        currency=practice.currency,
+        provider=Provider.DNA,
+        payment_profile_id=payment_profile_id,
+        initiated_by_kind=InitiatorKind.SYSTEM,
+        initiated_by_label=actor.label,
+    )
+    payment.save(force_insert=True)
+    SupplierPayment.objects.create(
+        practice=practice,
+        site=site,
+        payment=payment,
+        purchase_order_id=purchase_order_id,
+        supplier_invoice_id=supplier_invoice_id,
+        supplier_name=supplier_name[:200],
+    )
+    _initiate(payment, actor)
+    return payment

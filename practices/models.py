@@ -7,12 +7,39 @@ methods, which always take the actor, so one practice never reads another's rows
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
+
+MAX_REMINDERS = 10
+
+
+def parse_reminder_days(value: str) -> list[int]:
+    """Parse a reminder schedule such as 3,7,14: days after the due date, each later than the last."""
+    parts = (value or "").split(",")
+    if not value or not all(part.isascii() and part.isdigit() for part in parts):
+        raise ValidationError(
+            "Enter whole numbers of days separated by commas (no spaces), e.g. 3,7,14.",
+            code="invalid_reminder_days",
+        )
+    days = [int(part) for part in parts]
+    if len(days) > MAX_REMINDERS:
+        raise ValidationError(f"At most {MAX_REMINDERS} reminders.", code="invalid_reminder_days")
+    if days[0] < 1 or days[-1] > 365 or any(b <= a for a, b in itertools.pairwise(days)):
+        raise ValidationError(
+            "Each day must be between 1 and 365 and later than the one before.",
+            code="invalid_reminder_days",
+        )
+    return days
+
+
+def validate_reminder_days(value: str) -> None:
+    parse_reminder_days(value)
 
 
 class PracticeGroup(models.Model):
@@ -67,10 +94,28 @@ class Practice(models.Model):
     dna_terminal_id = models.CharField(
         max_length=64, blank=True, help_text="DNA Payments online terminal id for this practice."
     )
+    overdue_reminder_days = models.CharField(
+        max_length=64,
+        default="3,7,14",
+        validators=[validate_reminder_days],
+        help_text="Days after the due date on which an unpaid request is reminded, e.g. 3,7,14. "
+        "A task is raised once they have all been sent.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(overdue_reminder_days__regex=r"^[0-9]{1,3}(,[0-9]{1,3}){0,9}$"),
+                name="practice_reminder_days_format",
+            )
+        ]
 
     def __str__(self):
         return self.name
+
+    def reminder_days(self) -> list[int]:
+        return parse_reminder_days(self.overdue_reminder_days)
 
 
 class Site(models.Model):

@@ -13,7 +13,17 @@ from collections.abc import Iterator
 # 13-19 digits, each optionally followed by one space or dash, not touching
 # another digit on either side.
 _CANDIDATE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
+# A UUID whose dash-separated groups happen to be all digits is not a card
+# number (about 1 in 450 random UUIDs would otherwise look like one).
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 REDACTED = "[REDACTED-PAN]"
+
+
+def _in_uuid(match: re.Match, text: str) -> bool:
+    return any(
+        start < match.end() and match.start() < end
+        for start, end in (found.span() for found in _UUID.finditer(text))
+    )
 
 
 def luhn_valid(digits: str) -> bool:
@@ -34,7 +44,7 @@ def _card_like(match: str) -> bool:
 def iter_card_numbers(text: str) -> Iterator[str]:
     """Yield each card-number-like run in `text` (as written, separators kept)."""
     for match in _CANDIDATE.finditer(text):
-        if _card_like(match.group()):
+        if _card_like(match.group()) and not _in_uuid(match, text):
             yield match.group()
 
 
@@ -46,7 +56,9 @@ def redact_card_numbers(text: str) -> str:
     """Replace every card-number-like run with a fixed marker."""
     if not any(ch.isdigit() for ch in text):
         return text
-    return _CANDIDATE.sub(lambda m: REDACTED if _card_like(m.group()) else m.group(), text)
+    return _CANDIDATE.sub(
+        lambda m: REDACTED if _card_like(m.group()) and not _in_uuid(m, text) else m.group(), text
+    )
 
 
 def redact_value(value):

@@ -1,0 +1,71 @@
+"""Disputes and chargebacks reported by a provider: the payment becomes an exception (§5.4).
+
+The provider's webhook handler (DNA Payments) calls `payment_flag_dispute`;
+the payment is flagged `disputed`, the flag is audited and a Task Manager task
+is written in the same transaction. The lifecycle state is not changed: a
+dispute is a condition on a captured payment, not a state of §3.2. Staff find
+it among `payments.selectors.payment_exceptions`.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+
+from audit.actors import Actor
+from audit.models import EventType
+from audit.services import audit_record
+from payments import events
+from payments.errors import PaymentError
+from payments.locks import lock_payment
+from payments.models import Payment
+from payments.services import Outcome
+from practices import access
+from practices.roles import Perm
+
+
+@transaction.atomic
+def payment_flag_dispute(
+    *, payment_id, actor: Actor, reason: str, provider_reference: str = ""
+) -> Outcome:
+    """Flag a payment as disputed (chargeback, retrieval request ...). A repeat changes nothing."""
+    payment: Payment = lock_payment(payment_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.MANAGE_EXCEPTIONS,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    elif actor.kind not in ("provider", "system"):
+        raise PaymentError("This actor cannot flag disputes.", code="permission_denied")
+    reason = (reason or "").strip()[:255]
+    if not reason:
+        raise PaymentError("A dispute needs its reason.", code="reason_required", field="reason")
+    if payment.disputed:
+        return Outcome(payment, changed=False)
+    payment.disputed = True
+    payment.save(update_fields=["disputed", "updated_at"])
+    audit_record(
+        event_type=EventType.PAYMENT_EXCEPTION_FLAGGED,
+        practice_id=payment.practice_id,
+        actor=actor,
+        site_id=payment.site_id,
+        terminal_id=payment.terminal_id,
+        payment_id=payment.id,
+        subject_type="payment",
+        subject_id=str(payment.id),
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method,
+        target_type=payment.target_type,
+        target_id=payment.target_id,
+        provider_reference=payment.provider_reference,
+        payload={
+            "exception": "disputed",
+            "reason": reason,
+            "dispute_reference": provider_reference[:128],
+            "state": payment.state,
+        },
+    )
+    events.on_dispute_flagged(payment, reason=reason, provider_reference=provider_reference[:128])
+    return Outcome(payment, changed=True)
