@@ -19,6 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from integrations.models import WebhookEvent
+from primoro_payments import metrics
 
 log = structlog.get_logger("integrations.webhooks")
 
@@ -65,7 +66,9 @@ def webhook_event_store(
             transaction.on_commit(lambda: _enqueue(event.pk))
     except IntegrityError:
         log.info("webhook_duplicate", provider=provider, event_id=event_id)
+        metrics.webhook_event(provider, "duplicate")
         return None, False
+    metrics.webhook_event(provider, "stored")
     log.info("webhook_stored", provider=provider, event_id=event_id, event_type=event_type)
     return event, True
 

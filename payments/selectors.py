@@ -15,7 +15,16 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import Count, DurationField, ExpressionWrapper, F, Q, QuerySet, Sum
+from django.db.models import (
+    BooleanField,
+    Count,
+    DurationField,
+    ExpressionWrapper,
+    F,
+    Q,
+    QuerySet,
+    Sum,
+)
 from django.db.models.aggregates import Aggregate
 from django.utils import timezone
 
@@ -301,3 +310,24 @@ def dashboard_for(user, *, days: int = 30) -> Dashboard:
         median_seconds_to_capture=median.total_seconds() if median is not None else None,
         method_mix=mix,
     )
+
+
+def payment_exceptions(user, *, kind: str | None = None, now: datetime | None = None):
+    """Payments needing attention that the user may see: failed, disputed, unreconciled, unwritten.
+
+    The conditions are `exception_condition`'s (the portal's banners and lists
+    use the same). Each row is annotated `is_<kind>` for every kind in
+    `EXCEPTION_LABELS`, since a payment can be several at once; `kind` narrows
+    the list to one of them.
+    """
+    if kind is not None and kind not in EXCEPTION_LABELS:
+        raise ValueError(f"Unknown exception kind {kind!r}.")
+    conditions = {name: exception_condition(name, now=now) for name in EXCEPTION_LABELS}
+    wanted = Q()
+    for name in [kind] if kind else conditions:
+        wanted |= conditions[name]
+    flags = {
+        f"is_{name}": ExpressionWrapper(condition, output_field=BooleanField())
+        for name, condition in conditions.items()
+    }
+    return payments_visible_to(user).filter(wanted).annotate(**flags).order_by("-created_at", "-id")

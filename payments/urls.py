@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from payments.portal import views
+from payments.portal import drawer, views
 
 app_name = "portal"
 
@@ -17,4 +17,23 @@ urlpatterns = [
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/<uuid:approval_id>/decide/", views.approval_decide, name="approval_decide"),
     path("refunds/", views.refund_log, name="refund_log"),
+    path("patients/", drawer.patients, name="patients"),
+    path("patients/<uuid:patient_id>/pay/", drawer.drawer, name="drawer"),
+    path("patients/<uuid:patient_id>/split/", drawer.split_new, name="split_new"),
+    path("splits/<uuid:split_id>/", drawer.split_detail, name="split"),
+    path(
+        "splits/<uuid:split_id>/tenders/<uuid:payment_id>/",
+        drawer.split_tender_action,
+        name="split_tender",
+    ),
+    path(
+        "payments/<uuid:payment_id>/virtual-terminal/",
+        drawer.virtual_terminal,
+        name="virtual_terminal",
+    ),
+    path(
+        "payments/<uuid:payment_id>/virtual-terminal/close/",
+        drawer.virtual_terminal_close,
+        name="virtual_terminal_close",
+    ),
 ]

@@ -26,6 +26,8 @@ app.conf.task_routes = {
     "integrations.tasks.sweep_outbox": {"queue": "outbox"},
     "integrations.tasks.deliver_*": {"queue": "outbox"},
     "integrations.tasks.pms_*": {"queue": "writeback"},
+    # DNA provider calls, the janitor and settlement reconciliation (integrations/dna/tasks.py).
+    "integrations.dna.tasks.*": {"queue": "default"},
 }
 app.autodiscover_tasks()
 

@@ -37,6 +37,8 @@ INSTALLED_APPS = [
     "payments",
     "subscriptions",
     "integrations",
+    "integrations.dna",
+    "integrations.inbound",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +152,24 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": 300.0,
         "options": {"expires": 290},
     },
+    # Overdue balances: reminders on each practice's schedule, then a task (payments.overdue).
+    "overdue-balances": {
+        "task": "payments.tasks.process_overdue_balances",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
+    # DNA: pending provider operations and payments whose outcome is unknown (the janitor).
+    "dna-janitor": {
+        "task": "integrations.dna.tasks.janitor",
+        "schedule": env.float("DNA_JANITOR_SECONDS", default=60.0),
+        "options": {"expires": 55},
+    },
+    # DNA settlement batches → reconciled payments and reconciliation exceptions.
+    "dna-reconcile-settlements": {
+        "task": "integrations.dna.tasks.reconcile_settlements",
+        "schedule": env.float("DNA_RECONCILE_SECONDS", default=3600.0),
+        "options": {"expires": 3500},
+    },
 }
 
 # --- Outbound module endpoints and the outbox relay (integrations/relay.py) ----
@@ -211,6 +231,26 @@ DNA_TERMINAL_WEBHOOK_SECRET = secret("DNA_TERMINAL_WEBHOOK_SECRET", debug=DEBUG)
 DNA_TERMINAL_WEBHOOK_KEY_ID = env.str("DNA_TERMINAL_WEBHOOK_KEY_ID", default="dna-sim-terminal")
 DNA_HTTP_CONNECT_TIMEOUT_SECONDS = env.float("DNA_HTTP_CONNECT_TIMEOUT_SECONDS", default=3.0)
 DNA_HTTP_TIMEOUT_SECONDS = env.float("DNA_HTTP_TIMEOUT_SECONDS", default=15.0)
+# integrations/dna (docs/providers.md): retries only where safe; "redirect" builds the
+# simulator's hosted-page URL server-side, "script" uses DNA's payment-api.js (real hosts).
+DNA_HTTP_RETRIES = env.int("DNA_HTTP_RETRIES", default=2)
+DNA_CHECKOUT_MODE = env.str("DNA_CHECKOUT_MODE", default="redirect" if DEBUG else "script")
+DNA_ONLINE_TRANSACTION_TYPE = env.str("DNA_ONLINE_TRANSACTION_TYPE", default="SALE")
+DNA_TERMINAL_TRANSACTION_SECONDS = env.int("DNA_TERMINAL_TRANSACTION_SECONDS", default=180)
+DNA_TERMINAL_WEBHOOK_TOLERANCE_SECONDS = env.int(
+    "DNA_TERMINAL_WEBHOOK_TOLERANCE_SECONDS", default=300
+)
+DNA_JANITOR_STALE_SECONDS = env.int("DNA_JANITOR_STALE_SECONDS", default=120)
+DNA_CHECKOUT_ABANDON_SECONDS = env.int("DNA_CHECKOUT_ABANDON_SECONDS", default=7200)
+DNA_OPERATION_LEASE_SECONDS = env.int("DNA_OPERATION_LEASE_SECONDS", default=60)
+DNA_OPERATION_FLAG_AFTER_ATTEMPTS = env.int("DNA_OPERATION_FLAG_AFTER_ATTEMPTS", default=8)
+DNA_SETTLEMENT_SOURCE = env.str(
+    "DNA_SETTLEMENT_SOURCE", default="integrations.dna.settlement.SimulatorSettlementSource"
+)
+# Run a new provider operation right after its commit (off with eager Celery, like the relay).
+DNA_OPERATIONS_ON_COMMIT = env.bool(
+    "DNA_OPERATIONS_ON_COMMIT", default=not CELERY_TASK_ALWAYS_EAGER
+)
 GOCARDLESS_API_URL = env.str(
     "GOCARDLESS_API_URL", default=_SIMULATED_GOCARDLESS if DEBUG else "https://api.gocardless.com"
 )
@@ -220,6 +260,33 @@ GOCARDLESS_WEBHOOK_SECRET = secret("GOCARDLESS_WEBHOOK_SECRET", debug=DEBUG)
 PUBLIC_BASE_URL = env.str(
     "PUBLIC_BASE_URL", default="http://127.0.0.1:" + env.str("PORT", default="8000")
 )
+
+# --- Inbound module triggers and the AI Guardian (docs/contracts.md) ---------
+# INBOUND_<MODULE>_SECRET: the secret each calling module signs with. In
+# production a module with no secret is refused (503); in development one is
+# generated. GUARDIAN_API_TOKEN: the AI Guardian's read-only bearer token (no
+# token: the interface is closed); GUARDIAN_PRACTICE_IDS optionally limits it.
+
+
+def _optional_secret(name: str) -> str:
+    configured = name in env.ENVIRON or f"{name}_FILE" in env.ENVIRON
+    return secret(name, debug=DEBUG) if DEBUG or configured else ""
+
+
+INBOUND_SECRETS = {
+    module: _optional_secret(f"INBOUND_{module.upper()}_SECRET")
+    for module in (
+        "appointment_manager",
+        "rewards_manager",
+        "smart_treatment_proposals",
+        "acp_finance_centre",
+        "inventory_manager",
+    )
+}
+INBOUND_SIGNATURE_TOLERANCE_SECONDS = env.int("INBOUND_SIGNATURE_TOLERANCE_SECONDS", default=300)
+GUARDIAN_API_TOKEN = _optional_secret("GUARDIAN_API_TOKEN")
+GUARDIAN_PRACTICE_IDS = env.list("GUARDIAN_PRACTICE_IDS", default=[])
+GUARDIAN_SETTLE_SECONDS = env.float("GUARDIAN_SETTLE_SECONDS", default=2.0)
 
 # --- Auth, i18n, static ----------------------------------------------------
 
@@ -282,6 +349,8 @@ SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 # --- Logging (structlog JSON; see primoro_payments/logging.py) -------------
+
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # empty: /metrics open (keep it internal)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console

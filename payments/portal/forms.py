@@ -155,3 +155,132 @@ class RefundLogFilterForm(forms.Form):
         self.fields["actor"].choices = _blank(
             "Anyone", [(str(u.pk), u.get_full_name() or u.get_username()) for u in staff]
         )
+
+
+AMOUNT_CHOICES = [
+    ("total", "Invoice total"),
+    ("partial", "Part of the total"),
+    ("custom", "Another amount"),
+]
+CHANNEL_CHOICES = [
+    ("app", "Patient app (email or SMS if not installed)"),
+    ("email", "Email"),
+    ("sms", "SMS"),
+]
+
+
+class DrawerForm(forms.Form):
+    """Take a payment for one patient and billable target (§5.1). No card number field: by design."""
+
+    site = forms.ChoiceField(label="Site")
+    target_type = forms.ChoiceField(choices=TargetType.choices, label="Paying for")
+    target_id = forms.CharField(
+        max_length=64, label="Reference", help_text="Invoice, order or request reference"
+    )
+    invoice_total = forms.DecimalField(
+        required=False, widget=forms.HiddenInput, max_digits=12, decimal_places=2
+    )
+    amount_choice = forms.ChoiceField(
+        choices=AMOUNT_CHOICES, widget=forms.RadioSelect, label="Amount", initial="total"
+    )
+    amount = forms.DecimalField(
+        required=False,
+        min_value=Decimal("0.01"),
+        max_digits=12,
+        decimal_places=2,
+        label="Amount (£)",
+    )
+    method = forms.ChoiceField(widget=forms.RadioSelect, label="Method")
+    terminal = forms.ChoiceField(required=False, label="Terminal")
+    channel = forms.ChoiceField(
+        required=False, choices=CHANNEL_CHOICES, label="Send the link by", initial="app"
+    )
+
+    def __init__(self, *args, user, methods, sites, terminals, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["method"].choices = methods
+        self.fields["site"].choices = [(str(s.id), s.name) for s in sites]
+        self.fields["terminal"].choices = _blank(
+            "Choose a terminal",
+            [(str(t.id), f"{t.label} ({t.get_kind_display()}, {t.site.name})") for t in terminals],
+        )
+
+    def clean(self):
+        data = super().clean()
+        choice, total, amount = (
+            data.get("amount_choice"),
+            data.get("invoice_total"),
+            data.get("amount"),
+        )
+        if choice == "total":
+            if not total:
+                self.add_error("amount_choice", "There is no invoice total here: enter an amount.")
+            data["amount"] = total
+        elif not amount:
+            self.add_error("amount", "Enter the amount to take.")
+        elif choice == "partial" and total and amount >= total:
+            self.add_error("amount", f"A part payment must be less than the total of £{total}.")
+        if data.get("method") == "terminal" and not data.get("terminal"):
+            self.add_error("terminal", "Choose the terminal the patient will use.")
+        return data
+
+
+class SplitForm(forms.Form):
+    """Several tenders against one target; they must add up to the amount due."""
+
+    site = forms.ChoiceField(label="Site")
+    target_type = forms.ChoiceField(choices=TargetType.choices, label="Paying for")
+    target_id = forms.CharField(max_length=64, label="Reference")
+    amount_due = forms.DecimalField(
+        min_value=Decimal("0.01"), max_digits=12, decimal_places=2, label="Amount due (£)"
+    )
+
+    TENDER_ROWS = 4
+
+    def __init__(self, *args, sites, terminals, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["site"].choices = [(str(s.id), s.name) for s in sites]
+        terminal_choices = _blank("—", [(str(t.id), t.label) for t in terminals])
+        tender_methods = _blank(
+            "Not used", [("terminal", "Card on terminal"), ("cash", "Cash"), ("voucher", "Voucher")]
+        )
+        for row in range(1, self.TENDER_ROWS + 1):
+            self.fields[f"method_{row}"] = forms.ChoiceField(
+                required=False, choices=tender_methods, label=f"Tender {row} method"
+            )
+            self.fields[f"amount_{row}"] = forms.DecimalField(
+                required=False,
+                min_value=Decimal("0.01"),
+                max_digits=12,
+                decimal_places=2,
+                label=f"Tender {row} amount (£)",
+            )
+            self.fields[f"terminal_{row}"] = forms.ChoiceField(
+                required=False, choices=terminal_choices, label=f"Tender {row} terminal"
+            )
+
+    def tender_rows(self):
+        """(method, amount, terminal) field triples, for the template."""
+        return [
+            (self[f"method_{row}"], self[f"amount_{row}"], self[f"terminal_{row}"])
+            for row in range(1, self.TENDER_ROWS + 1)
+        ]
+
+    def clean(self):
+        data = super().clean()
+        tenders = []
+        for row in range(1, self.TENDER_ROWS + 1):
+            method, amount, terminal = (
+                data.get(f"method_{row}"),
+                data.get(f"amount_{row}"),
+                data.get(f"terminal_{row}"),
+            )
+            if not method:
+                continue
+            if not amount:
+                self.add_error(f"amount_{row}", "Enter this tender's amount.")
+            if method == "terminal" and not terminal:
+                self.add_error(f"terminal_{row}", "Choose the terminal for the card tender.")
+            tenders.append((method, amount, terminal))
+        data["tenders"] = tenders
+        return data

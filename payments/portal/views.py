@@ -19,9 +19,15 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from audit.actors import Actor
 from integrations.models import Destination, OutboxMessage
-from payments import selectors, services
+from payments import flows, selectors, services
 from payments.errors import NotFound, PaymentError
-from payments.models import FINAL_STATES, PRE_CAPTURE_STATES, REFUNDABLE_STATES, PaymentState
+from payments.models import (
+    FINAL_STATES,
+    PRE_CAPTURE_STATES,
+    REFUNDABLE_STATES,
+    PaymentMethod,
+    PaymentState,
+)
 from payments.portal.forms import (
     DecisionForm,
     PaymentFilterForm,
@@ -221,8 +227,12 @@ def payment_void(request, payment_id):
 @require_POST
 def payment_retry(request, payment_id):
     payment = selectors.payment_get_for(request.user, payment_id)
+    actor = Actor.staff(request.user)
     try:
-        retry = services.payment_retry(payment_id=payment.id, actor=Actor.staff(request.user))
+        if payment.method == PaymentMethod.TERMINAL:
+            retry = flows.terminal_payment_retry(payment_id=payment.id, actor=actor)
+        else:
+            retry = services.payment_retry(payment_id=payment.id, actor=actor)
     except PaymentError as error:
         messages.error(request, error.message)
         return redirect("portal:payment", payment_id=payment.id)

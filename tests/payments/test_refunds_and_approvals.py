@@ -255,3 +255,19 @@ def test_reconciliation_waits_for_a_pending_refund(paid, manager_actor, provider
     assert outcome.payment.state == S.RECONCILED and outcome.payment.refunded_amount == Decimal(
         "20.00"
     )
+
+
+def test_a_settled_payment_can_still_be_refunded_and_is_reconciled_again(
+    paid, manager_actor, provider_actor
+):
+    services.payment_reconcile(payment_id=paid.id, actor=provider_actor, batch_reference="B-1")
+    refund = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="50.00", reason_code="patient_request"
+    ).refund
+    services.refund_complete(refund_id=refund.id, actor=provider_actor)
+    paid.refresh_from_db()
+    assert paid.state == S.PARTIALLY_REFUNDED and paid.refunded_amount == Decimal("50.00")
+    again = services.payment_reconcile(
+        payment_id=paid.id, actor=provider_actor, batch_reference="B-2"
+    )
+    assert again.changed and again.payment.state == S.RECONCILED

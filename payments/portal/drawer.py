@@ -1,0 +1,310 @@
+"""The Payment Drawer (§5.1): take a payment for a patient, appointment or invoice.
+
+Opened from the PMS context (`/drawer/?patient=<id>&target_type=invoice&
+target_id=INV-1&total=120.00`), it offers the amount (invoice total, part, or
+another amount), the methods the person may use (virtual terminal only for its
+role), the site's terminals, and splits. Card details are never typed here:
+the terminal, the patient's own device or provider-hosted fields take them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from django.contrib import messages
+from django.db.models import Q
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_POST
+
+from audit.actors import Actor
+from payments import flows, selectors, services
+from payments.errors import PaymentError
+from payments.models import OFFLINE_METHODS, Payment, PaymentMethod, PaymentState, SplitPayment
+from payments.portal.forms import DrawerForm, SplitForm
+from payments.portal.views import _apply_error, _detail_context, portal_view
+from payments.services import TenderSpec
+from practices import access
+from practices.models import Patient, Site
+from practices.roles import Perm
+from terminals.models import Terminal
+
+S = PaymentState
+
+
+def _patient(request, patient_id) -> Patient:
+    try:
+        return Patient.objects.get(
+            pk=patient_id, practice_id__in=access.practice_ids_for(request.user)
+        )
+    except (Patient.DoesNotExist, ValueError, TypeError):
+        raise Http404("No such patient.") from None
+
+
+def _sites(request, patient):
+    return list(
+        Site.objects.filter(
+            practice=patient.practice, id__in=access.site_ids_for(request.user)
+        ).order_by("name")
+    )
+
+
+def _terminals(sites):
+    return list(
+        Terminal.objects.filter(site__in=sites, active=True)
+        .select_related("site")
+        .order_by("site__name", "label")
+    )
+
+
+def _methods(request, patient):
+    """The methods this person may use here: the virtual terminal only for its role (§9)."""
+    user = request.user
+    choices = []
+    if access.has_perm(user, Perm.INITIATE_PAYMENT):
+        choices.append(("terminal", "Card on a terminal"))
+    if access.has_perm(user, Perm.ISSUE_PAY_BY_LINK):
+        choices.append(("pay_by_link", "Pay-by-link (sent to the patient)"))
+    if (
+        access.has_perm(user, Perm.USE_VIRTUAL_TERMINAL)
+        and patient.practice.virtual_terminal_enabled
+    ):
+        choices.append(("virtual_terminal", "Virtual terminal (phone payment)"))
+    if access.has_perm(user, Perm.INITIATE_PAYMENT):
+        choices += [("cash", "Cash"), ("voucher", "Voucher")]
+    return choices
+
+
+def _initial(request) -> dict:
+    initial = {
+        "target_type": request.GET.get("target_type", "invoice"),
+        "target_id": request.GET.get("target_id", ""),
+    }
+    try:
+        total = Decimal(request.GET.get("total", ""))
+    except InvalidOperation:
+        total = None
+    if total and total > 0:
+        initial["invoice_total"] = total.quantize(Decimal("0.01"))
+        initial["amount_choice"] = "total"
+    else:
+        initial["amount_choice"] = "custom"
+    return initial
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def drawer(request, patient_id):
+    patient = _patient(request, patient_id)
+    sites = _sites(request, patient)
+    if not sites:
+        raise Http404("You have no site at this patient's practice.")
+    terminals = _terminals(sites)
+    methods = _methods(request, patient)
+    form_kwargs = dict(user=request.user, methods=methods, sites=sites, terminals=terminals)
+    form = DrawerForm(request.POST or None, initial=_initial(request), **form_kwargs)
+    if request.method == "POST" and form.is_valid():
+        try:
+            return _take(request, form.cleaned_data, patient, sites, terminals)
+        except PaymentError as error:
+            _apply_error(form, error)
+    return render(
+        request,
+        "portal/drawer.html",
+        {"patient": patient, "form": form, "methods": methods, "terminals": terminals},
+        status=400 if form.errors else 200,
+    )
+
+
+def _take(request, data, patient, sites, terminals):
+    actor = Actor.staff(request.user)
+    site = next(s for s in sites if str(s.id) == data["site"])
+    common = dict(
+        actor=actor,
+        practice=patient.practice,
+        site=site,
+        patient=patient,
+        target_type=data["target_type"],
+        target_id=data["target_id"],
+        amount=data["amount"],
+    )
+    method = data["method"]
+    if method == "terminal":
+        terminal = next((t for t in terminals if str(t.id) == data["terminal"]), None)
+        if terminal is None or terminal.site_id != site.id:
+            raise PaymentError("Choose a terminal at the chosen site.", field="terminal")
+        payment = flows.terminal_payment_start(terminal=terminal, **common)
+        messages.info(request, f"Sent to {terminal.label}. Ask the patient to follow the terminal.")
+    elif method == "pay_by_link":
+        issued = flows.pay_by_link_issue(channel=data.get("channel") or "app", **common)
+        payment = issued.link.payment
+        messages.success(
+            request,
+            f"Payment link sent by {issued.link.get_channel_display().lower()}. It expires {issued.link.expires_at:%d %b %Y %H:%M} UTC.",
+        )
+    elif method == "virtual_terminal":
+        session = flows.virtual_terminal_open(**common)
+        return redirect("portal:virtual_terminal", payment_id=session.payment.id)
+    elif method in OFFLINE_METHODS:
+        payment = services.payment_create(method=method, **common)
+        services.tender_record_received(payment_id=payment.id, actor=actor)
+        messages.success(request, f"{PaymentMethod(method).label} payment recorded.")
+    else:
+        raise PaymentError("Choose how the patient is paying.", field="method")
+    return redirect("portal:payment", payment_id=payment.id)
+
+
+# --- Virtual terminal -------------------------------------------------------------
+
+
+@portal_view
+def virtual_terminal(request, payment_id):
+    """Provider-hosted card fields in a frame; the call-recording indicator while it is open."""
+    payment = selectors.payment_get_for(request.user, payment_id)
+    if payment.method != PaymentMethod.VIRTUAL_TERMINAL:
+        raise Http404("Not a virtual terminal payment.")
+    if not access.has_perm(request.user, Perm.USE_VIRTUAL_TERMINAL):
+        raise Http404("Not a virtual terminal payment.")
+    is_open = payment.state in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION)
+    context = _detail_context(request, payment)
+    context.update(
+        {
+            "session": (
+                flows.virtual_terminal_session(payment=payment, actor=Actor.staff(request.user))
+                if is_open
+                else None
+            ),
+            "open": is_open,
+            "recording_muted": payment.practice.telephony_enabled,
+        }
+    )
+    return render(request, "portal/virtual_terminal.html", context)
+
+
+@portal_view
+@require_POST
+def virtual_terminal_close(request, payment_id):
+    payment = selectors.payment_get_for(request.user, payment_id)
+    try:
+        flows.virtual_terminal_close(
+            payment_id=payment.id, actor=Actor.staff(request.user), reason="cancelled"
+        )
+    except PaymentError as error:
+        messages.error(request, error.message)
+    return redirect("portal:payment", payment_id=payment.id)
+
+
+# --- Split payments ------------------------------------------------------------------
+
+
+@portal_view
+@require_http_methods(["GET", "POST"])
+def split_new(request, patient_id):
+    patient = _patient(request, patient_id)
+    sites = _sites(request, patient)
+    if not sites:
+        raise Http404("You have no site at this patient's practice.")
+    terminals = _terminals(sites)
+    initial = _initial(request)
+    if "invoice_total" in initial:
+        initial["amount_due"] = initial["invoice_total"]
+    form = SplitForm(request.POST or None, initial=initial, sites=sites, terminals=terminals)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        site = next(s for s in sites if str(s.id) == data["site"])
+        by_id = {str(t.id): t for t in terminals}
+        try:
+            split = services.split_create(
+                actor=Actor.staff(request.user),
+                practice=patient.practice,
+                site=site,
+                patient=patient,
+                target_type=data["target_type"],
+                target_id=data["target_id"],
+                amount_due=data["amount_due"],
+                tenders=[
+                    TenderSpec(method, amount, by_id.get(terminal or ""))
+                    for method, amount, terminal in data["tenders"]
+                ],
+            )
+        except PaymentError as error:
+            _apply_error(form, error)
+        else:
+            return redirect("portal:split", split_id=split.id)
+    return render(
+        request,
+        "portal/split_new.html",
+        {"patient": patient, "form": form},
+        status=400 if form.errors else 200,
+    )
+
+
+def _split_for(request, split_id) -> SplitPayment:
+    try:
+        return (
+            access.scope(SplitPayment.objects.all(), request.user)
+            .select_related("patient", "site")
+            .get(pk=split_id)
+        )
+    except (SplitPayment.DoesNotExist, ValueError):
+        raise Http404("No such split payment.") from None
+
+
+@portal_view
+def split_detail(request, split_id):
+    split = _split_for(request, split_id)
+    tenders = list(
+        Payment.objects.filter(split=split).select_related("terminal").order_by("created_at")
+    )
+    live = any(t.state in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED) for t in tenders)
+    template = "portal/_split_tenders.html" if request.htmx else "portal/split.html"
+    return render(
+        request,
+        template,
+        {
+            "split": split,
+            "tenders": tenders,
+            "remaining": services.split_remaining(split),
+            "live": live,
+        },
+    )
+
+
+@portal_view
+@require_POST
+def split_tender_action(request, split_id, payment_id):
+    split = _split_for(request, split_id)
+    tender = Payment.objects.filter(split=split, pk=payment_id).first()
+    if tender is None:
+        raise Http404("No such tender.")
+    actor = Actor.staff(request.user)
+    action = request.POST.get("action")
+    try:
+        if action == "received" and tender.method in OFFLINE_METHODS:
+            services.tender_record_received(payment_id=tender.id, actor=actor)
+        elif action == "send" and tender.method == PaymentMethod.TERMINAL:
+            flows.terminal_payment_send(payment_id=tender.id, actor=actor)
+        elif action == "retry" and tender.state == S.FAILED:
+            if tender.method == PaymentMethod.TERMINAL:
+                flows.terminal_payment_retry(payment_id=tender.id, actor=actor)
+            else:
+                services.payment_retry(payment_id=tender.id, actor=actor)
+        else:
+            messages.error(request, "That action is not available for this tender.")
+    except PaymentError as error:
+        messages.error(request, error.message)
+    return redirect("portal:split", split_id=split.id)
+
+
+# --- Finding the patient (the PMS usually opens the drawer with one) ------------------
+
+
+@portal_view
+def patients(request):
+    q = request.GET.get("q", "").strip()
+    found = Patient.objects.filter(practice_id__in=access.practice_ids_for(request.user))
+    if q:
+        found = found.filter(Q(display_name__icontains=q) | Q(pms_patient_id=q))
+    return render(
+        request, "portal/patients.html", {"patients": found.order_by("display_name")[:50], "q": q}
+    )
