@@ -343,6 +343,9 @@ def payment_create(
         _audit_credit(payment, actor)
     if initiate:
         _initiate(payment, actor)
+        if method == PaymentMethod.CARD_ON_FILE:
+            # The trigger supplied the payment profile: charge it at the provider, once.
+            _provider_operation(payment, "card_on_file_charge")
     return payment
 
 

@@ -236,6 +236,10 @@ DNA_HTTP_TIMEOUT_SECONDS = env.float("DNA_HTTP_TIMEOUT_SECONDS", default=15.0)
 DNA_HTTP_RETRIES = env.int("DNA_HTTP_RETRIES", default=2)
 DNA_CHECKOUT_MODE = env.str("DNA_CHECKOUT_MODE", default="redirect" if DEBUG else "script")
 DNA_ONLINE_TRANSACTION_TYPE = env.str("DNA_ONLINE_TRANSACTION_TYPE", default="SALE")
+# DNA publishes no card-on-file (merchant-initiated) call; its path stays one setting away.
+DNA_STORED_CARD_CHARGE_PATH = env.str(
+    "DNA_STORED_CARD_CHARGE_PATH", default="/transaction/operation/stored-card-charge"
+)
 DNA_TERMINAL_TRANSACTION_SECONDS = env.int("DNA_TERMINAL_TRANSACTION_SECONDS", default=180)
 DNA_TERMINAL_WEBHOOK_TOLERANCE_SECONDS = env.int(
     "DNA_TERMINAL_WEBHOOK_TOLERANCE_SECONDS", default=300

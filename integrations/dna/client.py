@@ -584,6 +584,58 @@ class DnaClient:
             body["amount"] = amount
         return self._operation("charge", body, idempotency_key, "charge")
 
+    def charge_stored_card(
+        self,
+        *,
+        invoice_id: str,
+        amount: Decimal,
+        currency: str,
+        terminal_id: str,
+        card_token: str,
+        idempotency_key: str,
+    ) -> OperationResult:
+        """A merchant-initiated charge of a card stored at DNA (card on file).
+
+        PROVIDERS.md has no published contract for this call: the path is the
+        setting DNA_STORED_CARD_CHARGE_PATH and the body follows the checkout's
+        field names plus `cardTokenId` (the payment profile's token).
+        """
+        if not idempotency_key:
+            raise ValueError("money-moving calls need an idempotency key")
+        path = getattr(
+            settings, "DNA_STORED_CARD_CHARGE_PATH", "/transaction/operation/stored-card-charge"
+        )
+        data = self._bearer_call(
+            "webapi",
+            "POST",
+            f"{self.config.api_url}{path}",
+            what="stored card charge",
+            body={
+                "invoiceId": invoice_id,
+                "amount": amount,
+                "currency": currency,
+                "terminalId": terminal_id,
+                "cardTokenId": card_token,
+                "transactionType": "SALE",
+            },
+            idempotency_key=idempotency_key,
+        )
+        if data.get("success") is False:
+            raise DnaRefused(
+                f"stored card charge: {text(data.get('message'))}", code="unsuccessful"
+            )
+        return OperationResult(
+            id=text(data.get("id")),
+            parent_id=None,
+            invoice_id=text(data.get("invoiceId")),
+            amount=to_amount(data.get("amount")),
+            currency=text(data.get("currency")),
+            status=text(data.get("status")),
+            message=text(data.get("message")),
+            refunded_amount=Decimal(0),
+            remaining_amount=to_amount(data.get("amount")),
+        )
+
     def refund(
         self, *, transaction_id: str, amount: Decimal | None, reason: str, idempotency_key: str
     ) -> OperationResult:

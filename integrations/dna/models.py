@@ -40,6 +40,7 @@ class SettlementItem(models.Model):
     class Kind(models.TextChoices):
         SALE = "sale", "Sale"
         REFUND = "refund", "Refund"
+        CHARGEBACK = "chargeback", "Chargeback"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Waiting to be matched"
@@ -52,6 +53,7 @@ class SettlementItem(models.Model):
         AMOUNT_MISMATCH = "amount_mismatch", "Amount mismatch"
         CURRENCY_MISMATCH = "currency_mismatch", "Currency mismatch"
         STATE_MISMATCH = "state_mismatch", "Not captured in Primoro"
+        CHARGEBACK = "chargeback", "Chargeback: the cardholder disputed the payment"
 
     id = models.BigAutoField(primary_key=True)
     batch = models.ForeignKey(SettlementBatch, on_delete=models.PROTECT, related_name="items")
@@ -71,7 +73,7 @@ class SettlementItem(models.Model):
     refund = models.ForeignKey(
         "payments.Refund", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )
-    kind = models.CharField(max_length=8, choices=Kind.choices)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
     transaction_id = models.CharField(max_length=128)
     parent_transaction_id = models.CharField(max_length=128, blank=True)
     invoice_id = models.CharField(max_length=128, blank=True)

@@ -7,6 +7,8 @@ Operations (ProviderOperation.operation):
   leaves the row pending and is never sent again: the next run *asks* DNA
   (GET /axept/transaction/{uti}) instead, since a resend could show the amount
   to a patient who has already walked away.
+- `card_on_file_charge`: charge the stored card of a system-initiated card-on-file
+  payment (its payment profile), resent with the same key while the outcome is unknown.
 - `charge`: capture an authorisation (payments.services.payment_request_capture).
 - `refund`: one Refund row (services.refund_request); succeeded → refund_complete,
   refused → refund_fail.
@@ -44,6 +46,7 @@ log = structlog.get_logger("integrations.dna.operations")
 S = PaymentState
 OpStatus = ProviderOperation.Status
 TERMINAL_SALE = "terminal_sale"
+CARD_ON_FILE_CHARGE = "card_on_file_charge"
 
 
 def lease_seconds() -> float:
@@ -186,6 +189,48 @@ def _charge(op: ProviderOperation, dna: DnaClient) -> None:
         outcomes.capture(payment, amount=result.amount, reference=payment.provider_reference)
 
 
+def _card_on_file_charge(op: ProviderOperation, dna: DnaClient) -> None:
+    """Charge the stored card a system trigger named (its payment profile), once.
+
+    The same idempotency key on every attempt, so an unknown outcome is sent
+    again safely; DNA answers a repeat with the first result.
+    """
+    payment = Payment.objects.select_related("practice").get(pk=op.payment_id)
+    if payment.state != S.INITIATED:
+        done = payment.is_paid
+        _settle(
+            op,
+            OpStatus.SUCCEEDED if done else OpStatus.FAILED,
+            error=f"not sent: the payment is {payment.state}",
+        )
+        return
+    try:
+        result = dna.charge_stored_card(
+            invoice_id=str(payment.id),
+            amount=payment.charge_amount,
+            currency=payment.currency,
+            terminal_id=payment.practice.dna_terminal_id or settings.DNA_TERMINAL_ID,
+            card_token=payment.payment_profile_id,
+            idempotency_key=op.idempotency_key,
+        )
+    except DnaRefused as error:
+        with transaction.atomic():
+            _settle(op, OpStatus.FAILED, error=error.message)
+            outcomes.fail(
+                payment,
+                code="declined",
+                reason=f"The stored card was not charged: {error.message}",
+                reference="",
+            )
+        return
+    except DnaOutcomeUnknown as error:
+        _settle(op, OpStatus.PENDING, error=error.message)
+        return
+    with transaction.atomic():
+        _settle(op, OpStatus.SUCCEEDED, reference=result.id)
+        outcomes.capture(payment, amount=result.amount, reference=result.id)
+
+
 def _refund(op: ProviderOperation, dna: DnaClient) -> None:
     refund = Refund.objects.select_related("payment").get(idempotency_key=op.idempotency_key)
     if refund.status != Refund.Status.PENDING:
@@ -266,6 +311,7 @@ def _cancel(op: ProviderOperation, dna: DnaClient) -> None:
 
 _RUNNERS = {
     TERMINAL_SALE: _terminal_sale,
+    CARD_ON_FILE_CHARGE: _card_on_file_charge,
     "charge": _charge,
     "refund": _refund,
     "cancel": _cancel,

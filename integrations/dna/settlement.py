@@ -47,6 +47,7 @@ from integrations.dna.client import (
 )
 from integrations.dna.models import SettlementBatch, SettlementItem
 from payments import services
+from payments.disputes import payment_flag_dispute
 from payments.errors import PaymentError
 from payments.models import PAID_STATES, Payment, Provider, Refund
 from practices.models import Practice
@@ -63,7 +64,7 @@ class LineData:
     transaction_id: str
     parent_id: str
     invoice_id: str
-    kind: str  # sale | refund
+    kind: str  # sale | refund | chargeback
     amount: Decimal
     fee: Decimal
     currency: str
@@ -261,7 +262,24 @@ def _match(item_id: int, dna: DnaClient) -> str:
             )
         if item.kind == Item.Kind.REFUND:
             return _match_refund(item, payment)
+        if item.kind == Item.Kind.CHARGEBACK:
+            return _chargeback(item, payment)
         return _match_sale(item, payment)
+
+
+def _chargeback(item: SettlementItem, payment: Payment) -> str:
+    """A cardholder disputed the payment: flag it (exception + task), keep the item in view."""
+    payment_flag_dispute(
+        payment_id=payment.id,
+        actor=RECONCILER,
+        reason=f"Chargeback of {item.amount} {item.currency} reported by DNA in batch {item.batch.reference}.",
+        provider_reference=item.transaction_id,
+    )
+    return _exception(
+        item,
+        Item.Problem.CHARGEBACK,
+        f"Chargeback of {item.amount}: the payment is flagged as disputed.",
+    )
 
 
 def _match_sale(item: SettlementItem, payment: Payment) -> str:

@@ -124,10 +124,11 @@ is a CHARGE transaction (invoiceId = reference) that can be refunded.
 Control endpoints (not DNA's): `POST /sim/settlements` makes a payout batch of
 every CHARGE not yet settled and every refund not yet settled:
 {batch_id, settled_at, currency, items: [{transactionId, parentId, invoiceId,
-type: "sale"|"refund", amount, fee, currency}], totals: {sales, refunds, fees,
-net}}, money as decimal strings ("12.50"); DNA's real report format is not
+type: "sale"|"refund"|"chargeback", amount, fee, currency}], totals: {sales,
+refunds (chargebacks included), fees, net}}, money as decimal strings ("12.50"); DNA's real report format is not
 published, so our parser must stay one setting away from it.
-`GET /sim/settlements` lists the batches. `GET /sim/deliveries` lists the
+`POST /sim/chargebacks {transactionId, amount?}` makes the next batch carry a
+chargeback item for that transaction. `GET /sim/settlements` lists the batches. `GET /sim/deliveries` lists the
 callbacks and webhooks sent (card-adjacent fields redacted);
 `POST /sim/deliveries/{n}/redeliver` sends delivery n again, byte for byte.
 Plus /sim/faults, /sim/requests and /sim/reset (see base.py). `GET /` is an
@@ -474,6 +475,7 @@ class DnaSimulator(SimulatorApp):
         r("GET", r"/v1/payment-links/(?P<link_id>[^/]+)/?", self._link_get)
         r("POST", r"/v1/payment-links/(?P<link_id>[^/]+)/cancel/?", self._link_cancel)
         r("POST", r"/transaction/operation/charge", self._op_charge)
+        r("POST", r"/transaction/operation/stored-card-charge", self._op_stored_card_charge)
         r("POST", r"/transaction/operation/refund", self._op_refund)
         r("POST", r"/transaction/operation/cancel", self._op_cancel)
         r("GET", r"/v2/transactions/(?P<invoice_id>[^/]+)/list", self._transaction_list)
@@ -483,6 +485,7 @@ class DnaSimulator(SimulatorApp):
         r("GET", r"/axept/terminals/(?P<tid>[^/]+)", self._terminal_page)
         r("POST", r"/axept/terminals/(?P<tid>[^/]+)/action", self._terminal_action)
         r("POST", r"/sim/settlements", self._settle)
+        r("POST", r"/sim/chargebacks", self._chargeback)
         r("GET", r"/sim/settlements", self._settlement_list)
         r("GET", r"/sim/deliveries", self._delivery_list)
         r("POST", r"/sim/deliveries/(?P<number>\d+)/redeliver", self._redeliver)
@@ -499,6 +502,7 @@ class DnaSimulator(SimulatorApp):
             self._pending_by_tid: dict[str, str] = {}
             self._idempotency: dict[str, IdempotencyRecord] = {}
             self._settlements: list[dict[str, Any]] = []
+            self._chargebacks: list[dict[str, Any]] = []
             self._deliveries: list[dict[str, Any]] = []
             self._delivery_raw: dict[int, tuple[str, bytes, dict[str, str]]] = {}
 
@@ -1066,6 +1070,48 @@ class DnaSimulator(SimulatorApp):
             )
         return json_response(body)
 
+    def _op_stored_card_charge(self, request: Request) -> Response:
+        """A merchant-initiated charge of a card stored at DNA (card on file).
+
+        DNA's public documentation does not describe this call, so our client
+        reads its path from a setting (DNA_STORED_CARD_CHARGE_PATH). Here: body
+        {invoiceId, amount, currency, terminalId, cardTokenId, transactionType};
+        a cardTokenId containing "decline" is declined (400 `declined`), any
+        other token is charged at once (a CHARGE transaction, refundable and
+        settled like the others). One charge per invoiceId.
+        """
+        self._require_scope(request, "webapi")
+        data = request.json()
+        token = data.get("cardTokenId")
+        if not isinstance(token, str) or not token:
+            raise HttpError(400, "validation_error", "cardTokenId is required.")
+        invoice_id = data.get("invoiceId")
+        if not isinstance(invoice_id, str) or not invoice_id:
+            raise HttpError(400, "validation_error", "invoiceId is required.")
+        amount = parse_amount(data.get("amount"))
+        with self.lock:
+            if self._invoice_paid(invoice_id):
+                raise HttpError(409, "already_paid", "This invoice has already been charged.")
+            if "decline" in token:
+                raise HttpError(400, "declined", "The stored card was declined (simulated).")
+            transaction = Transaction(
+                id=str(uuid.uuid4()),
+                invoice_id=invoice_id,
+                transaction_type="SALE",
+                status="CHARGE",
+                amount=amount,
+                currency=str(data.get("currency") or "GBP"),
+                terminal_id=str(data.get("terminalId") or ""),
+                payment_method="card_on_file",
+                created=utcnow(),
+                charged_amount=amount,
+            )
+            self._transactions[transaction.id] = transaction
+            body = self._operation_json(
+                transaction, amount=amount, message="Charged", operation_id=None
+            )
+        return json_response(body)
+
     def _op_refund(self, request: Request) -> Response:
         self._require_scope(request, "webapi")
         data = request.json()
@@ -1394,10 +1440,40 @@ class DnaSimulator(SimulatorApp):
         fee = amount * self.config.fee_percent / 100 + self.config.fee_fixed
         return fee.quantize(TWO_PLACES, rounding=ROUND_HALF_UP)
 
+    def _chargeback(self, request: Request) -> Response:
+        """Control: a cardholder disputes a charged transaction; the next batch carries it."""
+        data = request.json()
+        with self.lock:
+            transaction = self._find_transaction({"id": data.get("transactionId")})
+            if transaction.status != "CHARGE":
+                raise HttpError(400, "invalid_state", "Only a charged transaction can be disputed.")
+            amount = (
+                transaction.charged_amount
+                if data.get("amount") is None
+                else parse_amount(data["amount"])
+            )
+            self._chargebacks.append({"transaction": transaction, "amount": amount, "batch": None})
+        return json_response({"transactionId": transaction.id, "amount": amount}, 201)
+
     def _settle(self, request: Request) -> Response:
         batch_id = str(uuid.uuid4())
         items: list[dict[str, Any]] = []
         with self.lock:
+            for chargeback in self._chargebacks:
+                if chargeback["batch"] is None:
+                    chargeback["batch"] = batch_id
+                    transaction = chargeback["transaction"]
+                    items.append(
+                        {
+                            "transactionId": f"cb-{transaction.id}",
+                            "parentId": transaction.id,
+                            "invoiceId": transaction.invoice_id,
+                            "type": "chargeback",
+                            "amount": chargeback["amount"],
+                            "fee": Decimal(0),
+                            "currency": transaction.currency,
+                        }
+                    )
             for transaction in self._transactions.values():
                 if transaction.status == "CHARGE" and transaction.settlement_batch_id is None:
                     transaction.settlement_batch_id = batch_id
@@ -1427,7 +1503,9 @@ class DnaSimulator(SimulatorApp):
                             }
                         )
             sales = sum((i["amount"] for i in items if i["type"] == "sale"), Decimal(0))
-            refunds = sum((i["amount"] for i in items if i["type"] == "refund"), Decimal(0))
+            refunds = sum(
+                (i["amount"] for i in items if i["type"] in ("refund", "chargeback")), Decimal(0)
+            )
             fees = sum((i["fee"] for i in items), Decimal(0))
 
             def money(value: Decimal) -> str:

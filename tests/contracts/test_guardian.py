@@ -17,9 +17,7 @@ from audit.actors import Actor
 from audit.models import AuditEvent
 from integrations.guardian.signals import (
     SIGNAL_FIELDS,
-    CurrentStateSource,
-    register_signal_source,
-    unregister_signal_source,
+    signal_sources,
 )
 from integrations.inbound.models import InboundEvent
 from integrations.models import OutboxMessage
@@ -36,7 +34,6 @@ from payments.models import (
 )
 from primoro_payments.pan import contains_card_number
 from subscriptions.lifecycle import SubscriptionState
-from subscriptions.models import SubscriptionMandate, SubscriptionPayment
 from subscriptions.provider_events import GoCardlessEvent
 from subscriptions.services import (
     MandateIdentity,
@@ -94,28 +91,12 @@ def all_signals(client=None, **params) -> list[dict]:
 def subscription_sources():
     """What subscriptions registers from its AppConfig.ready(): its records' current states."""
     sources = [
-        CurrentStateSource(
-            name="subscription_payment.state",
-            queryset=SubscriptionPayment.objects.all,
-            subject_type="subscription_payment",
-            provider_reference_field="gocardless_payment_id",
-            mandate_reference_field="mandate_reference",
-        ),
-        CurrentStateSource(
-            name="subscription_mandate.state",
-            queryset=SubscriptionMandate.objects.all,
-            subject_type="subscription_mandate",
-            amount_field=None,
-            currency_field=None,
-            provider_reference_field="gocardless_mandate_id",
-            mandate_reference_field="mandate_reference",
-        ),
+        s
+        for s in signal_sources()
+        if s.name.startswith("subscription_") and s.name.endswith(".state")
     ]
-    for source in sources:
-        register_signal_source(source)
-    yield sources
-    for source in sources:
-        unregister_signal_source(source.name)
+    assert {s.name for s in sources} == {"subscription_payment.state", "subscription_mandate.state"}
+    return sources
 
 
 def every_payment_state(practice, site, patient, terminal, staff, manager, provider):

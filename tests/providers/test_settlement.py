@@ -167,3 +167,36 @@ def test_an_amount_mismatch_is_an_exception_and_the_payment_stays_captured(
     assert item.detail == "Settled 44.00, captured 45.00."
     payment.refresh_from_db()
     assert payment.state == S.CAPTURED
+
+
+def test_a_chargeback_in_a_batch_flags_the_payment_as_disputed_with_a_task(
+    live, http, practice, site, patient
+):
+    from integrations.models import Destination, OutboxMessage
+    from payments.selectors import payment_exceptions
+
+    online = _online(patient, practice, site, http, "75.00", "INV-CB1")
+    live.settle()
+    reconcile_settlements()
+    answer = live.http.post(
+        f"{live.url}/sim/chargebacks", json={"transactionId": online.provider_reference}
+    )
+    assert answer.status_code == 201
+    batch = live.settle()
+    assert [i["type"] for i in batch["items"]] == ["chargeback"]
+
+    stats = reconcile_settlements()
+
+    assert stats.exceptions == 1
+    online.refresh_from_db()
+    assert online.disputed and online.state == S.RECONCILED  # the money question is a person's now
+    item = SettlementItem.objects.get(kind="chargeback")
+    assert (
+        item.status == "exception" and item.problem == "chargeback" and item.payment_id == online.id
+    )
+    task = OutboxMessage.objects.filter(destination=Destination.TASK_MANAGER, payment_id=online.id)
+    assert task.count() == 1
+    finance = make_staff(Role.FINANCE_ADMIN, practice=practice, is_staff=True)
+    assert [p.id for p in payment_exceptions(finance, kind="disputed")] == [online.id]
+    reconcile_settlements()  # a second pass changes nothing
+    assert task.count() == 1
