@@ -45,6 +45,60 @@ EXTRA_COMMANDS: list[tuple[str, str, list[str]]] = [
     ("simulators", "integrations.simulators", [PYTHON, "-m", "integrations.simulators"]),
 ]
 
+# In a demo with no module endpoints configured, the outbox delivers to local
+# stand-ins: a PMS that takes writebacks, and one signed-message sink for every
+# other module (its stored messages: GET http://127.0.0.1:8095/_sink).
+DEMO_PMS_PORT = 8094
+DEMO_MODULES_PORT = 8095
+DEMO_MODULES = (
+    "COMMUNICATION_HUB",
+    "TASK_MANAGER",
+    "FINANCIAL_INSIGHTS",
+    "REWARDS_MANAGER",
+    "CARE_PLAN",
+    "HYGIENE",
+    "INVENTORY",
+    "TELEPHONY",
+)
+
+
+def configure_demo_endpoints(environ) -> None:
+    """Point the outbox at local stand-ins when nothing is configured (DEBUG only)."""
+    if any(_configured(environ, f"MODULE_{m}_URL") for m in DEMO_MODULES) or _configured(
+        environ, "PMS_WRITEBACK_URL"
+    ):
+        return  # the developer chose endpoints; leave them alone
+    from primoro_payments.config import secret
+
+    environ["PMS_WRITEBACK_URL"] = f"http://127.0.0.1:{DEMO_PMS_PORT}/"
+    environ["PMS_WRITEBACK_SECRET"] = secret("PMS_WRITEBACK_SECRET", debug=True)
+    modules_secret = secret("DEMO_MODULES_SECRET", debug=True)
+    for module in DEMO_MODULES:
+        environ[f"MODULE_{module}_URL"] = f"http://127.0.0.1:{DEMO_MODULES_PORT}/{module.lower()}/"
+        environ[f"MODULE_{module}_SECRET"] = modules_secret
+    EXTRA_COMMANDS.extend(
+        [
+            (
+                "pms",
+                "integrations.pms.simulator",
+                [PYTHON, "-m", "integrations.pms.simulator", "--port", str(DEMO_PMS_PORT)],
+            ),
+            (
+                "modules",
+                "integrations.receivers",
+                [
+                    PYTHON,
+                    "-m",
+                    "integrations.receivers",
+                    "--port",
+                    str(DEMO_MODULES_PORT),
+                    "--secret",
+                    modules_secret,
+                ],
+            ),
+        ]
+    )
+
 
 # Secrets the simulators sign with and the app verifies with. In development they
 # are made here through the app's own mechanism (primoro_payments.config.secret,
@@ -410,6 +464,7 @@ def main() -> int:
 
             for name in SIMULATOR_DEV_SECRETS:
                 secret(name, debug=True)
+            configure_demo_endpoints(environ)
             # The DNA simulator's index page lists the demo terminals.
             environ.setdefault("DNA_SIM_TERMINALS", ",".join(row[-1] for row in terminal_plan()))
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from integrations.simulators import base
+from integrations.simulators import base, gocardless
 from integrations.simulators.config import SimulatorConfigError, env_int, env_str, optional_secret
 
 
@@ -70,7 +70,7 @@ def _print_hints(servers: list[tuple[base.SimulatorApp, base.SimulatorServer]]) 
             lines.append(f"  GoCardless API base URL {app.base_url}")
             lines.append(
                 "  send a webhook: python -m integrations.simulators.gocardless send "
-                "payment_confirmed --url http://127.0.0.1:8000/webhooks/gocardless/"
+                f"payment_failed --url {gocardless.DEFAULT_WEBHOOK_URL}"
             )
     print("\n".join(lines), flush=True)
 

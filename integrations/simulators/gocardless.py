@@ -55,6 +55,7 @@ subscription_module=care_plan --payment-metadata subscription_id=CP-1`.
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import string
 import sys
@@ -86,7 +87,10 @@ from integrations.simulators.config import (
 )
 
 DEFAULT_PORT = 8602
-DEFAULT_WEBHOOK_URL = "http://127.0.0.1:8000/webhooks/gocardless/"
+# Our app's receiver: PUBLIC_BASE_URL, else 127.0.0.1:$PORT (what `make run` serves).
+DEFAULT_WEBHOOK_URL = (
+    os.environ.get("PUBLIC_BASE_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
+).rstrip("/") + "/webhooks/gocardless/"
 WEBHOOK_ORIGIN = "https://api.gocardless.com"
 GOCARDLESS_FEE_PERCENT = 1  # 1 % + 20p, capped at £4, plus 20 % VAT (their published Bacs price)
 GOCARDLESS_FEE_FIXED = 20
