@@ -35,6 +35,12 @@ COPY . .
 RUN SECRET_KEY=collectstatic-build-step-placeholder \
     DATABASE_URL=postgres://build@127.0.0.1:1/build \
     REDIS_URL=redis://127.0.0.1:1/0 \
+    DNA_CLIENT_SECRET=build-placeholder \
+    DNA_TERMINAL_API_KEY=build-placeholder \
+    DNA_TERMINAL_WEBHOOK_SECRET=build-placeholder \
+    GOCARDLESS_ACCESS_TOKEN=build-placeholder \
+    GOCARDLESS_WEBHOOK_SECRET=build-placeholder \
+    FIELD_ENCRYPTION_KEYS=cGxhY2Vob2xkZXItb25seS1mb3ItY29sbGVjdHN0YXQ= \
     python manage.py collectstatic --noinput
 
 USER app

@@ -4,6 +4,7 @@
 #
 #   make run     everything, on http://127.0.0.1:8000 (PORT=...; see README)
 #   make test    the test suite; extra pytest arguments via PYTEST_ARGS="..."
+#   make test-browser  WCAG 2.1 AA (axe-core) and screenshots in headless Chromium
 #   make lint    ruff format --check and ruff check
 #   make bench   the benchmarks (python -m benchmarks), printing their figures
 
@@ -20,10 +21,10 @@ PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help venv run test lint format bench
+.PHONY: help venv run test test-browser lint format bench
 
 help:
-	@echo "make run | make test [PYTEST_ARGS=...] | make lint | make format | make bench"
+	@echo "make run | make test [PYTEST_ARGS=...] | make test-browser | make lint | make format | make bench"
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +41,11 @@ run: $(STAMP)
 # pytest exits 5 when it collected no tests; make treats that as a failure like any other.
 test: $(STAMP)
 	$(PY) -m pytest $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile) $(PYTEST_ARGS)
+
+# Debian's Chromium (apt-get install chromium) driven by Playwright; screenshots go to
+# artifacts/screenshots/. Not part of `make test` (pytest addopts deselect -m browser).
+test-browser: $(STAMP)
+	$(PY) -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .

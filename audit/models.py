@@ -45,6 +45,10 @@ class EventType(models.TextChoices):
     BILLING_EVENT_RECORDED = "billing_event.recorded"
     BALANCE_OVERDUE_REMINDED = "balance.overdue_reminded"
     BALANCE_OVERDUE_ESCALATED = "balance.overdue_escalated"
+    # Privacy and security (docs/security.md): no personal data in their payloads.
+    PATIENT_DATA_EXPORTED = "patient.data_exported"
+    PATIENT_ERASED = "patient.erased"
+    STAFF_MFA_ENROLLED = "staff.mfa_enrolled"
 
 
 class AuditEvent(models.Model):

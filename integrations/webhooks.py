@@ -47,6 +47,17 @@ def register_handler(provider: str, handler: Handler) -> None:
     _HANDLERS[provider] = handler
 
 
+def _without_nul(value):
+    """PostgreSQL text and jsonb cannot hold U+0000: a verified body keeps U+FFFD in its place."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 def webhook_event_store(
     *, provider: str, event_id: str, body: dict, event_type: str = "", resource_ref: str = ""
 ) -> tuple[WebhookEvent | None, bool]:
@@ -54,6 +65,9 @@ def webhook_event_store(
 
     On creation, processing is queued after commit.
     """
+    body, event_id, event_type, resource_ref = _without_nul(
+        [body, event_id, event_type, resource_ref]
+    )
     try:
         with transaction.atomic():
             event = WebhookEvent.objects.create(

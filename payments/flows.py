@@ -486,6 +486,8 @@ def virtual_terminal_session(*, payment: Payment, actor: Actor) -> CheckoutSessi
         method=PaymentMethod.VIRTUAL_TERMINAL,
         amount=payment.amount,
     )
+    if actor.kind == "staff":
+        access.require_recent_mfa(actor.user, payment.practice)
     return _open_checkout(
         payment, actor, return_url=public_url(reverse("paylink:complete")), embedded=True
     )

@@ -275,6 +275,18 @@ class Payment(FSMModelMixin, models.Model):
             models.Index(fields=["practice", "site", "-created_at"], name="payment_site_time"),
             models.Index(fields=["practice", "state", "-created_at"], name="payment_state_time"),
             models.Index(fields=["practice", "target_type", "target_id"], name="payment_target"),
+            # The payments list at scale (benchmarks/bench_payments_list.py): sort by amount,
+            # the disputed exception, and search by reference (each branch an index look-up).
+            models.Index(fields=["amount", "id"], name="payment_amount"),
+            models.Index(
+                fields=["created_at"], condition=Q(disputed=True), name="payment_disputed"
+            ),
+            models.Index(fields=["target_id"], name="payment_target_ref"),
+            models.Index(
+                fields=["pms_invoice_ref"],
+                condition=~Q(pms_invoice_ref=""),
+                name="payment_invoice_ref",
+            ),
         ]
 
     def __str__(self):

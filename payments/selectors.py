@@ -15,6 +15,7 @@ from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import (
     BooleanField,
     Count,
@@ -38,6 +39,7 @@ from payments.models import (
     PmsWritebackStatus,
 )
 from practices import access
+from practices.models import Patient
 
 S = PaymentState
 
@@ -50,7 +52,7 @@ def payment_get_for(user, payment_id) -> Payment:
     """One payment the user may see; anything else is 'not found', never 'forbidden'."""
     try:
         return payments_visible_to(user).get(pk=payment_id)
-    except (Payment.DoesNotExist, ValueError, TypeError):
+    except (Payment.DoesNotExist, ValueError, TypeError, ValidationError):  # malformed id: 404
         raise NotFound("No such payment.") from None
 
 
@@ -131,19 +133,28 @@ def _decode_cursor(cursor: str) -> list | None:
     return values if isinstance(values, list) and len(values) == 2 else None
 
 
-def _search(queryset: QuerySet, q: str) -> QuerySet:
+# A name prefix matching at most this many patients is resolved to their ids first, so every
+# branch of the search is an index look-up (fast for rare names and for references); a broader
+# prefix is matched while walking the newest payments, which finds a page quickly anyway.
+SEARCH_PATIENT_IDS_MAX = 200
+
+
+def _search(queryset: QuerySet, q: str, user) -> QuerySet:
     """Exact payment id, target or provider reference; else the start of a patient's name."""
     q = q.strip()
     try:
         return queryset.filter(pk=uuid.UUID(q))
     except ValueError:
         pass
-    return queryset.filter(
-        Q(target_id=q)
-        | Q(pms_invoice_ref=q)
-        | Q(provider_reference=q)
-        | Q(patient__display_name__istartswith=q)
+    references = Q(target_id=q) | Q(pms_invoice_ref=q) | Q(provider_reference=q)
+    patient_ids = list(
+        Patient.objects.filter(
+            practice_id__in=access.practice_ids_for(user), display_name__istartswith=q
+        ).values_list("id", flat=True)[: SEARCH_PATIENT_IDS_MAX + 1]
     )
+    if len(patient_ids) > SEARCH_PATIENT_IDS_MAX:
+        return queryset.filter(references | Q(patient__display_name__istartswith=q))
+    return queryset.filter(references | Q(patient_id__in=patient_ids))
 
 
 def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
@@ -171,7 +182,7 @@ def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
     if filters.exception in EXCEPTION_LABELS:
         queryset = queryset.filter(exception_condition(filters.exception))
     if filters.q:
-        queryset = _search(queryset, filters.q)
+        queryset = _search(queryset, filters.q, user)
     return queryset
 
 
@@ -189,7 +200,8 @@ def payments_page(
         last_id = uuid.UUID(position[1])
         after = "lt" if key.startswith("-") else "gt"
         queryset = queryset.filter(
-            Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id})
+            Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from
+            Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id}),
         )
     rows = list(queryset[: size + 1])
     next_cursor = None

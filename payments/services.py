@@ -155,6 +155,8 @@ def _authorise_initiator(
                 "The virtual terminal is not enabled for this practice.",
                 code="virtual_terminal_disabled",
             )
+        if method == PaymentMethod.VIRTUAL_TERMINAL:
+            access.require_recent_mfa(actor.user, practice)
     elif actor.kind == "patient":
         if actor.patient is None or actor.patient.pk != patient.pk:
             raise NotFound("No such balance.")
@@ -1158,6 +1160,7 @@ def approval_grant(*, approval_id, actor: Actor, note: str = "") -> Refund:
     if not actor.is_staff:
         raise PaymentError("Only staff approve refunds.", code="permission_denied")
     payment, approval = _lock_pending_approval(approval_id, actor)
+    access.require_recent_mfa(actor.user, payment.practice)
     available = payment.captured_amount - _reserved_refunds(payment)
     if payment.state not in REFUNDABLE_STATES or approval.amount > available:
         raise PaymentError(

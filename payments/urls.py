@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from payments.portal import drawer, views
+from payments.portal import back_office, drawer, views
 
 app_name = "portal"
 
@@ -17,6 +17,8 @@ urlpatterns = [
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/<uuid:approval_id>/decide/", views.approval_decide, name="approval_decide"),
     path("refunds/", views.refund_log, name="refund_log"),
+    path("subscriptions/", back_office.subscriptions, name="subscriptions"),
+    path("exceptions/", back_office.reconciliation, name="reconciliation"),
     path("patients/", drawer.patients, name="patients"),
     path("patients/<uuid:patient_id>/pay/", drawer.drawer, name="drawer"),
     path("patients/<uuid:patient_id>/split/", drawer.split_new, name="split_new"),

@@ -7,10 +7,14 @@ row did not exist (404), so ids cannot be probed across practices.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from practices.models import Practice, Site
+from practices.models import Practice, Site, StaffProfile
 from practices.roles import Perm
 
 
@@ -93,3 +97,46 @@ def require(user, perm: Perm, *, practice_id, site_id=None) -> None:
         raise NotPermitted(perm, "This practice or site is outside your access.")
     if not has_perm(user, perm):
         raise NotPermitted(perm)
+
+
+class MfaRequired(PermissionDenied):
+    """The practice wants a recent second-factor step before this action (§9, docs/security.md).
+
+    Surfaces send the person to the step-up page (portal) or answer 403 with
+    code `mfa_required` (API); nothing was changed.
+    """
+
+    code = "mfa_required"
+    status = 403
+
+    def __init__(self, message: str | None = None):
+        self.message = message or (
+            "Confirm it is you with your authenticator code first (this practice requires it)."
+        )
+        super().__init__(self.message)
+
+    def as_dict(self) -> dict:
+        return {"code": self.code, "message": self.message}
+
+
+def has_recent_mfa(user, *, now=None) -> bool:
+    """Whether the user completed an MFA step within MFA_STEP_UP_SECONDS (read fresh)."""
+    if user is None or not getattr(user, "is_authenticated", False):
+        return False
+    last = (
+        StaffProfile.objects.filter(user_id=user.pk).values_list("last_mfa_at", flat=True).first()
+    )
+    if last is None:
+        return False
+    now = now or timezone.now()
+    return now - last <= timedelta(seconds=settings.MFA_STEP_UP_SECONDS) and last <= now
+
+
+def require_recent_mfa(user, practice: Practice) -> None:
+    """Raise MfaRequired if `practice` requires MFA and the user has no recent step.
+
+    Called by the service layer for the virtual terminal and for granting a
+    high-value refund approval, so every surface enforces it.
+    """
+    if practice.mfa_required and not has_recent_mfa(user):
+        raise MfaRequired()

@@ -16,6 +16,8 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 
+from primoro_payments.crypto import EncryptedEmailField, EncryptedTextField
+
 MAX_REMINDERS = 10
 
 
@@ -187,9 +189,13 @@ class Patient(models.Model):
     kind = models.CharField(max_length=10, choices=PatientKind.choices, default=PatientKind.PATIENT)
     pms_patient_id = models.CharField(max_length=64, blank=True)
     display_name = models.CharField(max_length=200)
-    email = models.EmailField(blank=True)
-    phone = models.CharField(max_length=32, blank=True)
+    # Contact details are encrypted at rest (primoro_payments.crypto); not searchable.
+    email = EncryptedEmailField(blank=True)
+    phone = EncryptedTextField(max_length=32, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+    erased_at = models.DateTimeField(
+        null=True, blank=True, help_text="Personal data pseudonymised (GDPR erasure)."
+    )
 
     objects = PatientQuerySet.as_manager()
 
@@ -208,3 +214,26 @@ class Patient(models.Model):
     @property
     def is_prospect(self) -> bool:
         return self.kind == PatientKind.PROSPECT
+
+
+class TotpDevice(models.Model):
+    """A staff member's authenticator app (TOTP, RFC 6238): the step-up second factor (§9).
+
+    The shared secret is encrypted at rest. `last_used_step` refuses a code
+    used before (replay); failures lock the device for a while. Changes go
+    through `practices.mfa`.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="totp_device"
+    )
+    secret = EncryptedTextField()
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    last_used_step = models.BigIntegerField(default=0)
+    failed_attempts = models.PositiveSmallIntegerField(default=0)
+    locked_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self):
+        state = "confirmed" if self.confirmed_at else "enrolling"
+        return f"TOTP for {self.user} ({state})"

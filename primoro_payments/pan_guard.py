@@ -65,9 +65,16 @@ def find_card_field(request) -> str | None:
     if request.method not in ("POST", "PUT", "PATCH"):
         return None
     content_type = request.content_type or ""
-    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        return _querydict_field(request.POST)
+    # Read the raw body first: parsing multipart consumes the stream, and views that
+    # verify a signature over the body must still be able to read it (else a 500).
     body = request.body
+    if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        found = _querydict_field(request.POST)
+        if found or content_type != "multipart/form-data":
+            return found
+        # File parts are not in request.POST: check the whole multipart body as text.
+        text = body.decode("utf-8", errors="replace")
+        return "(body)" if contains_card_number(text) else None
     if not body:
         return None
     text = body.decode("utf-8", errors="replace")

@@ -29,6 +29,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_htmx",
     "pgtrigger",
     "practices",
@@ -39,6 +40,7 @@ INSTALLED_APPS = [
     "integrations",
     "integrations.dna",
     "integrations.inbound",
+    "payments.api",
 ]
 
 MIDDLEWARE = [
@@ -170,6 +172,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env.float("DNA_RECONCILE_SECONDS", default=3600.0),
         "options": {"expires": 3500},
     },
+    # REST API Idempotency-Key records are kept 24 hours (payments/api/idempotency.py).
+    "api-idempotency-expire": {
+        "task": "payments.api.tasks.expire_idempotency_keys",
+        "schedule": 3600.0,
+        "options": {"expires": 3500},
+    },
 }
 
 # --- Outbound module endpoints and the outbox relay (integrations/relay.py) ----
@@ -292,6 +300,32 @@ GUARDIAN_API_TOKEN = _optional_secret("GUARDIAN_API_TOKEN")
 GUARDIAN_PRACTICE_IDS = env.list("GUARDIAN_PRACTICE_IDS", default=[])
 GUARDIAN_SETTLE_SECONDS = env.float("GUARDIAN_SETTLE_SECONDS", default=2.0)
 
+# --- Patient and tablet REST API (payments/api; docs/api.md) -----------------
+# Patients send a JWT from the platform identity service, verified here against
+# PATIENT_JWT_PUBLIC_KEYS (PEM public keys, several for rotation; or _FILE). In
+# development with no keys a keypair is generated under .local/ and
+# `manage.py patient_token` mints tokens with it.
+
+PATIENT_JWT_ISSUER = env.str("PATIENT_JWT_ISSUER", default="primoro-identity-dev" if DEBUG else "")
+PATIENT_JWT_AUDIENCE = env.str("PATIENT_JWT_AUDIENCE", default="primoro-payments")
+PATIENT_JWT_PUBLIC_KEYS = env.str("PATIENT_JWT_PUBLIC_KEYS", default="")
+PATIENT_JWT_ALGORITHMS = env.list("PATIENT_JWT_ALGORITHMS", default=["RS256", "ES256"])
+PATIENT_JWT_LEEWAY_SECONDS = env.int("PATIENT_JWT_LEEWAY_SECONDS", default=30)
+PATIENT_APP_RETURN_URL = env.str("PATIENT_APP_RETURN_URL", default="")
+STAFF_API_TOKEN_DAYS = env.int("STAFF_API_TOKEN_DAYS", default=30)
+API_NUM_PROXIES = env.int("API_NUM_PROXIES", default=0)
+API_THROTTLE_RATES = {
+    scope: env.str(f"API_THROTTLE_{scope.upper()}", default=rate)
+    for scope, rate in {
+        "patient": "300/min",
+        "patient_pay": "20/min",
+        "pay_ip": "60/min",
+        "link": "120/min",
+        "staff": "600/min",
+    }.items()
+}
+IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
+
 # --- Auth, i18n, static ----------------------------------------------------
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -333,6 +367,10 @@ REST_FRAMEWORK = {
 SPECTACULAR_SETTINGS = {
     "TITLE": "Primoro Integrated Payments API",
     "VERSION": "1.0.0",
+    # The API docs' UI assets are served from our own static files, not a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Security (production) -------------------------------------------------
@@ -351,6 +389,17 @@ SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+
+# Field encryption, MFA step-up, retention: docs/security.md (checks: primoro_payments/checks.py).
+# FIELD_ENCRYPTION_KEYS: Fernet keys, comma-separated, newest first.
+FIELD_ENCRYPTION_KEYS = secret("FIELD_ENCRYPTION_KEYS", debug=DEBUG)
+MFA_STEP_UP_SECONDS = env.int("MFA_STEP_UP_SECONDS", default=900)
+MFA_MAX_FAILURES = env.int("MFA_MAX_FAILURES", default=5)
+MFA_LOCKOUT_SECONDS = env.int("MFA_LOCKOUT_SECONDS", default=900)
+MFA_ISSUER = env.str("MFA_ISSUER", default="Primoro Payments")
+# UK default: financial records are kept six years (HMRC); audit events as long.
+RETENTION_FINANCIAL_YEARS = env.int("RETENTION_FINANCIAL_YEARS", default=6)
+RETENTION_AUDIT_YEARS = env.int("RETENTION_AUDIT_YEARS", default=RETENTION_FINANCIAL_YEARS)
 
 # --- Logging (structlog JSON; see primoro_payments/logging.py) -------------
 

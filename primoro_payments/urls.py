@@ -18,9 +18,11 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("audit/", include("audit.urls")),
+    path("staff/", include("practices.urls")),  # MFA step-up, subject access export
     path("webhooks/", include("integrations.urls")),
     path("api/v1/inbound/", include("integrations.inbound.urls")),  # signed module triggers
     path("api/v1/guardian/", include("integrations.guardian.urls")),  # AI Guardian, read-only
+    path("", include("payments.api.urls")),  # patient, pay-by-link and tablet API; schema
     path("pay/", include("payments.links")),  # public pay-by-link pages (no login)
     path("", include("payments.urls")),
 ]

@@ -354,7 +354,7 @@ class Supervisor:
 
 
 def _print_banner(port: int, environ) -> None:
-    from practices.management.commands.load_demo import format_logins
+    from practices.management.commands.load_demo import format_logins, format_patient_token
     from primoro_payments.config import dev_secrets
 
     debug = _is_debug(environ)
@@ -367,10 +367,12 @@ def _print_banner(port: int, environ) -> None:
         f"  Sign in        {base}/accounts/login/",
         f"  Django admin   {base}/admin/",
         f"  Probes         {base}/healthz  {base}/readyz",
+        f"  API docs       {base}/api/docs/  (schema {base}/api/schema/)",
         "",
     ]
     if debug:
         lines.append(format_logins())
+        lines += ["", format_patient_token()]
         secrets = dev_secrets()
         if secrets:
             lines += ["", "Development secrets (.local/dev-secrets.json; never use in production):"]

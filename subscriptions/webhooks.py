@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from integrations.webhooks import webhook_event_store
+from primoro_payments import metrics
 from subscriptions.lifecycle import is_handled
 
 log = structlog.get_logger("subscriptions.webhooks")
@@ -55,6 +56,7 @@ def gocardless_webhook(request: HttpRequest) -> HttpResponse:
         body, request.headers.get("Webhook-Signature", ""), settings.GOCARDLESS_WEBHOOK_SECRET
     ):
         log.warning("gocardless_webhook_bad_signature", length=len(body))
+        metrics.webhook_event("gocardless", "rejected")
         return HttpResponse(status=INVALID_SIGNATURE)
     try:
         document = json.loads(body)

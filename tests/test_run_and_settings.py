@@ -26,6 +26,7 @@ PROVIDER_SECRETS = (
     "DNA_TERMINAL_WEBHOOK_SECRET",
     "GOCARDLESS_ACCESS_TOKEN",
     "GOCARDLESS_WEBHOOK_SECRET",
+    "FIELD_ENCRYPTION_KEYS",  # not a provider's, required all the same (docs/security.md)
 )
 
 PRINT_SETTINGS = """

@@ -40,6 +40,7 @@ from django.views.decorators.http import require_POST
 from integrations.dna.client import decode_json, format_amount, text
 from integrations.models import WebhookEvent
 from integrations.webhooks import webhook_event_store
+from primoro_payments import metrics
 
 log = structlog.get_logger("integrations.dna.webhooks")
 
@@ -60,6 +61,7 @@ class SignatureInvalid(Exception):
 
 def _refuse(reason: str, provider: str) -> JsonResponse:
     log.warning("dna_webhook_refused", provider=provider, reason=reason)
+    metrics.webhook_event(provider, "rejected")
     return JsonResponse(
         {"code": "invalid_signature", "message": "The webhook signature is not valid."},
         status=403,

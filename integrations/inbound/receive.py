@@ -59,6 +59,8 @@ def inbound_receive(*, module: str, event_type: str, event_id: str, raw_body: by
         body = json.loads(raw_body or b"null")
     except ValueError:
         return Reply(400, {"code": "invalid_json", "message": "The body is not valid JSON."})
+    if b"\\u0000" in raw_body:  # PostgreSQL cannot store U+0000; no contract needs it
+        return Reply(400, {"code": "invalid_json", "message": "The body holds a NUL character."})
     earlier = _replay(module, event_id, digest)
     if earlier is not None:
         return earlier

@@ -15,6 +15,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from audit.actors import Actor
@@ -59,8 +60,23 @@ def portal_view(view):
             return view(request, *args, **kwargs)
         except NotFound as exc:
             raise Http404(exc.message) from None
+        except access.MfaRequired as exc:
+            return _step_up(request, exc)
 
     return wrapper
+
+
+def _step_up(request, error: access.MfaRequired):
+    """Send the person to the MFA step-up page and back (a POST comes back to its form)."""
+    target = request.get_full_path()
+    if request.method != "GET":
+        referer = request.headers.get("Referer", "")
+        safe = url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        target = referer if safe and referer else reverse("portal:home")
+    messages.warning(request, error.message)
+    return redirect(f"{reverse('staff:mfa')}?{urlencode({'next': target})}")
 
 
 def _apply_error(form, error: PaymentError) -> None:

@@ -135,3 +135,25 @@ def test_webhook_ingest_counts(client, db):
         _value(body, "primoro_webhook_events_total", provider="metrics-test", result="duplicate")
         == before + 1
     )
+
+
+def test_rejected_webhooks_are_counted(client, db):
+    before = _value(
+        _scrape(client), "primoro_webhook_events_total", provider="gocardless", result="rejected"
+    )
+    response = client.post(
+        "/webhooks/gocardless/",
+        data=b'{"events": []}',
+        content_type="application/json",
+        headers={"Webhook-Signature": "00"},
+    )
+    assert response.status_code == 498
+    assert (
+        _value(
+            _scrape(client),
+            "primoro_webhook_events_total",
+            provider="gocardless",
+            result="rejected",
+        )
+        == before + 1
+    )

@@ -119,6 +119,55 @@ def format_logins() -> str:
     return "\n".join(lines)
 
 
+def format_patient_token() -> str:
+    """A working patient API token for the first demo patient (development key, 24 hours)."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from payments.api.tokens import mint_dev_patient_token
+
+    spec = PRACTICES[0]
+    pms_id, name = spec.patients[0][:2]
+    patient = Patient.objects.filter(
+        practice__group__name=GROUP_NAME, practice__name=spec.name, pms_patient_id=pms_id
+    ).first()
+    if patient is None:
+        return ""
+    try:
+        token = mint_dev_patient_token(patient)
+    except ImproperlyConfigured:
+        return "Patient API tokens come from the identity service (PATIENT_JWT_PUBLIC_KEYS is set)."
+    return f"Patient API token for {name} ({pms_id}), valid 24 h:\n  Authorization: Bearer {token}"
+
+
+DEMO_MANDATE_ID = "MD-DEMO-0001"
+DEMO_MANDATE_REFERENCE = "PRIMORO-DEMO-0001"
+
+
+def _demo_mandate() -> None:
+    """A Care Plan Direct Debit mandate for the demo patient, as GoCardless would report it.
+
+    The simulator can then fail a payment on it: `python -m
+    integrations.simulators.gocardless send payment_failed --mandate-id MD-DEMO-0001
+    --mandate-ref PRIMORO-DEMO-0001`. Registered once (the service keeps an existing one).
+    """
+    from django.utils import timezone
+
+    from subscriptions.services import MandateIdentity, subscription_mandate_register
+
+    patient = Patient.objects.get(practice__group__name=GROUP_NAME, pms_patient_id="RIV-1001")
+    subscription_mandate_register(
+        identity=MandateIdentity(
+            gocardless_mandate_id=DEMO_MANDATE_ID,
+            mandate_reference=DEMO_MANDATE_REFERENCE,
+            gocardless_status="active",
+            practice_id=patient.practice_id,
+            patient_id=patient.pk,
+            module="care_plan",
+        ),
+        registered_at=timezone.now(),
+    )
+
+
 def _practices_sites_terminals(group: PracticeGroup) -> dict[str, tuple[Practice, dict]]:
     practices = {}
     for spec in PRACTICES:
@@ -140,11 +189,11 @@ def _practices_sites_terminals(group: PracticeGroup) -> dict[str, tuple[Practice
                 },
             )
         for name, email, phone in spec.prospects:
-            Patient.objects.get_or_create(
+            Patient.objects.get_or_create(  # email is encrypted, so not a lookup key
                 practice=practice,
                 kind=PatientKind.PROSPECT,
-                email=email,
-                defaults={"display_name": name, "phone": phone},
+                display_name=name,
+                defaults={"email": email, "phone": phone},
             )
         practices[spec.name] = (practice, sites)
     for practice_name, site_name, label, kind, tid in terminal_plan():
@@ -213,9 +262,11 @@ class Command(BaseCommand):
             practices = _practices_sites_terminals(group)
             for login in LOGINS:
                 _staff(login, group, practices)
+            _demo_mandate()
         if verbosity >= 1:
             self.stdout.write(
                 f"Demo data ready: {GROUP_NAME}, practices "
                 f"{', '.join(spec.name for spec in PRACTICES)}."
             )
             self.stdout.write(format_logins())
+            self.stdout.write(format_patient_token())
