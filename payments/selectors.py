@@ -11,7 +11,7 @@ import base64
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 
 from django.conf import settings
@@ -157,18 +157,21 @@ def _search(queryset: QuerySet, q: str, user) -> QuerySet:
     return queryset.filter(references | Q(patient_id__in=patient_ids))
 
 
+def _date_range(field: str, date_from: date | None, date_to: date | None) -> Q:
+    """Whole days, both ends included: from the start of `date_from` to the end of `date_to` (UTC)."""
+    condition = Q()
+    if date_from:
+        condition &= Q(**{f"{field}__gte": datetime.combine(date_from, time.min, tzinfo=UTC)})
+    if date_to:
+        end = datetime.combine(date_to + timedelta(days=1), time.min, tzinfo=UTC)
+        condition &= Q(**{f"{field}__lt": end})
+    return condition
+
+
 def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
-    queryset = payments_visible_to(user)
-    if filters.date_from:
-        start = datetime.combine(
-            filters.date_from, time.min, tzinfo=timezone.get_current_timezone()
-        )
-        queryset = queryset.filter(created_at__gte=start)
-    if filters.date_to:
-        end = datetime.combine(
-            filters.date_to + timedelta(days=1), time.min, tzinfo=timezone.get_current_timezone()
-        )
-        queryset = queryset.filter(created_at__lt=end)
+    queryset = payments_visible_to(user).filter(
+        _date_range("created_at", filters.date_from, filters.date_to)
+    )
     if filters.site_id:
         queryset = queryset.filter(site_id=filters.site_id)
     if filters.staff_id:
@@ -243,18 +246,7 @@ def refund_void_log(
     )
     if actor_id:
         events = events.filter(actor_id=actor_id)
-    if date_from:
-        events = events.filter(
-            occurred_at__gte=datetime.combine(
-                date_from, time.min, tzinfo=timezone.get_current_timezone()
-            )
-        )
-    if date_to:
-        events = events.filter(
-            occurred_at__lt=datetime.combine(
-                date_to + timedelta(days=1), time.min, tzinfo=timezone.get_current_timezone()
-            )
-        )
+    events = events.filter(_date_range("occurred_at", date_from, date_to))
     if reason_code:
         events = events.filter(reason_code=reason_code)
     return events.order_by("-occurred_at", "-seq")
