@@ -10,7 +10,6 @@ the simulator signs them (integrations/simulators/signing.py).
 from __future__ import annotations
 
 import json
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from integrations.simulators import signing
 from payments import services
 from payments.models import PaymentMethod, TargetType
 from practices.roles import Role
+from primoro_payments.pan import contains_card_number
 from tests.factories import make_staff
 
 CLIENT_ID = "primoro-provider-tests"
@@ -34,7 +34,6 @@ TERMINAL_SECRET = "provider-tests-terminal-webhook-secret"
 TERMINAL_KEY_ID = "provider-tests-terminal-key"
 TERMINAL_API_KEY = "provider-tests-axept-key"
 MERCHANT_ID = "primoro-merchant"
-CARD_NUMBERISH = re.compile(r"\d{13,19}")
 
 
 @dataclass
@@ -161,6 +160,17 @@ def finance(practice):
 
 
 # --- helpers ---------------------------------------------------------------------
+
+
+def has_card_number(value) -> bool:
+    """The project's one rule (primoro_payments.pan): a Luhn-valid 13-19 digit run anywhere.
+
+    Our own hex ids (an axept reference is the payment id's hex) may hold long
+    digit runs by chance; they are not card numbers, so a bare digit count is not the test.
+    """
+    return contains_card_number(
+        json.dumps(value, default=str) if not isinstance(value, str) else value
+    )
 
 
 class Forms(HTMLParser):
