@@ -8,13 +8,15 @@
 # that the supervisor then stops everything and exits non-zero.
 #
 # Honours PRIMORO_LOCAL_DIR / PRIMORO_LOCAL_REDIS_PORT (where the embedded
-# services live) like the project does. SMOKE_PORT (8765), SMOKE_TIMEOUT (180 s).
+# services live) like the project does. SMOKE_PORT (8765), SMOKE_TIMEOUT (180 s),
+# SMOKE_BANNER_TIMEOUT (30 s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${SMOKE_PORT:-8765}
 TIMEOUT=${SMOKE_TIMEOUT:-180}
 STOP_TIMEOUT=${SMOKE_STOP_TIMEOUT:-60}
+BANNER_TIMEOUT=${SMOKE_BANNER_TIMEOUT:-30}
 LOG_DIR=${SMOKE_LOG_DIR:-artifacts}
 PY=.venv/bin/python
 
@@ -117,6 +119,17 @@ wait_until_ready() {
     say "ready after $((SECONDS - started)) s: /readyz and /accounts/login/ answer 200"
 }
 
+# The supervisor prints its banner after its own /readyz check, which may come a
+# moment after ours: give it BANNER_TIMEOUT seconds to appear in the log.
+wait_for_log() {
+    local started=$SECONDS
+    until grep -q "$1" "$LOG"; do
+        [ $((SECONDS - started)) -lt "$BANNER_TIMEOUT" ] || return 1
+        alive "$MAKE_PID" || return 1
+        sleep 1
+    done
+}
+
 # Waits for make to exit; sets STATUS to its exit status.
 wait_for_exit() {
     local started=$SECONDS
@@ -154,7 +167,7 @@ fi
 # --- round 1: Ctrl-C stops everything ------------------------------------------
 start_run 1
 wait_until_ready
-grep -q "Demo logins" "$LOG" || fail "the demo logins were not printed"
+wait_for_log "Demo logins" || fail "the demo logins were not printed"
 say "sending SIGINT to the process group (Ctrl-C)"
 kill -INT -- "-$MAKE_PID"
 wait_for_exit
