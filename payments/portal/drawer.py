@@ -9,11 +9,12 @@ the terminal, the patient's own device or provider-hosted fields take them.
 
 from __future__ import annotations
 
+import hashlib
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
-from django.db.models import Q
-from django.http import Http404
+from django.db.models import Exists, OuterRef, Q
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -250,35 +251,62 @@ def _split_for(request, split_id) -> SplitPayment:
         raise Http404("No such split payment.") from None
 
 
+SPLIT_CHANGED_EVENT = "split-changed"
+SPLIT_ACTION_EVENT = "split-action"
+SPLIT_LIVE_STATES = (S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED)
+
+
+def _split_context(split: SplitPayment) -> dict:
+    tenders = list(
+        Payment.objects.filter(split=split)
+        .select_related("terminal")
+        .annotate(has_retry=Exists(Payment.objects.filter(retry_of=OuterRef("pk"))))
+        .order_by("created_at")
+    )
+    remaining = services.split_remaining(split)
+    shown = "|".join([split.status, str(remaining), *(f"{t.id}={t.state}" for t in tenders)])
+    return {
+        "split": split,
+        "tenders": tenders,
+        "remaining": remaining,
+        "live": any(t.state in SPLIT_LIVE_STATES for t in tenders),
+        # What the page shows, in short: the poll answers 204 while it is unchanged.
+        "signature": hashlib.sha256(shown.encode()).hexdigest()[:16],
+    }
+
+
 @portal_view
 def split_detail(request, split_id):
+    """The split page, or one of its parts for htmx (as `payment_status`: text polled, table on change)."""
     split = _split_for(request, split_id)
-    tenders = list(
-        Payment.objects.filter(split=split).select_related("terminal").order_by("created_at")
-    )
-    live = any(t.state in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED) for t in tenders)
-    template = "portal/_split_tenders.html" if request.htmx else "portal/split.html"
-    return render(
-        request,
-        template,
-        {
-            "split": split,
-            "tenders": tenders,
-            "remaining": services.split_remaining(split),
-            "live": live,
-        },
-    )
+    context = _split_context(split)
+    part = request.GET.get("part")
+    if part == "table":
+        return render(request, "portal/_split_table.html", context)
+    if part == "text":
+        if request.GET.get("shown") == context["signature"]:
+            return HttpResponse(status=204)
+        response = render(request, "portal/_split_text.html", context)
+        response["HX-Trigger"] = SPLIT_CHANGED_EVENT
+        return response
+    return render(request, "portal/split.html", context)
 
 
 @portal_view
 @require_POST
 def split_tender_action(request, split_id, payment_id):
+    """Record a tender received, send it to its terminal, or retry it.
+
+    From htmx the answer is only an error to show (or nothing) and an event
+    that makes the status text poll at once; without JavaScript, back to the page.
+    """
     split = _split_for(request, split_id)
     tender = Payment.objects.filter(split=split, pk=payment_id).first()
     if tender is None:
         raise Http404("No such tender.")
     actor = Actor.staff(request.user)
     action = request.POST.get("action")
+    error = None
     try:
         if action == "received" and tender.method in OFFLINE_METHODS:
             services.tender_record_received(payment_id=tender.id, actor=actor)
@@ -290,9 +318,15 @@ def split_tender_action(request, split_id, payment_id):
             else:
                 services.payment_retry(payment_id=tender.id, actor=actor)
         else:
-            messages.error(request, "That action is not available for this tender.")
-    except PaymentError as error:
-        messages.error(request, error.message)
+            error = "That action is not available for this tender."
+    except PaymentError as exc:
+        error = exc.message
+    if request.htmx:
+        response = render(request, "portal/_split_message.html", {"error": error})
+        response["HX-Trigger"] = SPLIT_ACTION_EVENT
+        return response
+    if error:
+        messages.error(request, error)
     return redirect("portal:split", split_id=split.id)
 
 

@@ -12,7 +12,7 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
@@ -168,11 +168,31 @@ def payment_detail(request, payment_id):
     return render(request, "portal/payment_detail.html", context)
 
 
+STATUS_CHANGED_EVENT = "payment-status-changed"
+
+
 @portal_view
 def payment_status(request, payment_id):
-    """The live status panel (htmx polls it while the payment waits for the provider)."""
+    """The status panel, or one of its parts for htmx.
+
+    `part=text` is polled every 500 ms while the payment is live: 204 (nothing
+    to swap) while the state is still the `shown` one, else the new text and an
+    HX-Trigger that makes `part=detail` (progress and actions) refresh once. So
+    the controls are never replaced while nothing changes and keyboard focus
+    stays put, and the live region only speaks when there is news.
+    """
     payment = selectors.payment_get_for(request.user, payment_id)
-    return render(request, "portal/_status.html", _detail_context(request, payment))
+    context = _detail_context(request, payment)
+    part = request.GET.get("part")
+    if part == "detail":
+        return render(request, "portal/_status_detail.html", context)
+    if part == "text":
+        if request.GET.get("shown") == payment.state:
+            return HttpResponse(status=204)
+        response = render(request, "portal/_status_text.html", context)
+        response["HX-Trigger"] = STATUS_CHANGED_EVENT
+        return response
+    return render(request, "portal/_status.html", context)
 
 
 @portal_view

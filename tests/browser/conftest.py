@@ -183,3 +183,27 @@ def wait_for_text(page, selector: str, text: str, *, timeout: float = 10.0) -> f
         polling=20,
     )
     return time.monotonic() - started
+
+
+def assert_focus_kept(page, element_id: str, *, polls: int = 3) -> None:
+    """While the page polls (at least `polls` status requests), focus stays on `element_id`.
+
+    Counts the live parts' `part=text` requests, so a page that stopped polling fails here too.
+    """
+    seen: list[str] = []
+
+    def count(request):
+        if "part=text" in request.url:
+            seen.append(request.url)
+
+    page.on("request", count)
+    try:
+        deadline = time.monotonic() + 10
+        while len(seen) < polls and time.monotonic() < deadline:
+            page.wait_for_timeout(100)
+            focused = page.evaluate("document.activeElement && document.activeElement.id")
+            assert focused == element_id, f"focus moved from #{element_id} to #{focused}"
+    finally:
+        page.remove_listener("request", count)
+    assert len(seen) >= polls, f"only {len(seen)} status polls in 10 s"
+    assert page.evaluate("document.activeElement.id") == element_id

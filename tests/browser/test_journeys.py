@@ -18,7 +18,7 @@ from integrations.simulators import signing
 from payments import flows, services
 from payments.models import Payment, PaymentLink, PaymentState, ReasonCode, TargetType
 from practices.roles import Role
-from tests.browser.conftest import sign_in, tab_to, wait_for_text
+from tests.browser.conftest import assert_focus_kept, sign_in, tab_to, wait_for_text
 from tests.factories import make_staff
 from tests.payments.helpers import new_payment
 from tests.portal.test_back_office import SettlementWithExceptions, unmatched_terminal_body
@@ -104,6 +104,10 @@ def test_keyboard_sign_in_terminal_payment_captured_live_then_part_refunded(
     assert "Awaiting customer action" in page.inner_text("#status-panel")
     a11y.check(page, "payment_awaiting")
 
+    # While the status is polled, a control the person is on keeps focus.
+    tab_to(page, "#void-link")
+    assert_focus_kept(page, "void-link")
+
     # The patient approves on the terminal: "Captured" appears without a reload.
     page.evaluate("window.__samePage = true")
     started = time.monotonic()
@@ -114,17 +118,27 @@ def test_keyboard_sign_in_terminal_payment_captured_live_then_part_refunded(
     print(f"approve -> 'Captured' on screen: {elapsed:.3f} s")
     assert page.evaluate("window.__samePage") is True  # no navigation happened
     assert elapsed < 1.0, f"approve -> on screen took {elapsed:.3f} s (target < 1 s)"
+    # "Void" is gone with the new state: focus moves to the control that replaced it.
+    page.wait_for_selector("#refund-link")
+    assert page.evaluate("document.activeElement.id") == "refund-link"
     a11y.check(page, "payment_captured")
 
-    # Refund part of it through the refund form (the actions panel is not live: reload).
-    page.reload()
-    page.click("a.button:text-is('Refund')")
+    # Refund part of it, by keyboard only.
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/payments/{payment.id}/refund/")
     a11y.check(page, "refund_form")
-    page.check("input[name=kind][value=partial]")
-    page.fill("#id_amount", "20.00")
-    page.select_option("#id_reason_code", "patient_request")
-    page.click("main button[type=submit]")
+    tab_to(page, "input[name=kind]")
+    assert page.evaluate("document.activeElement.value") == "full"
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.value") == "partial"
+    assert page.is_checked("input[name=kind][value=partial]")
+    tab_to(page, "#id_amount")
+    page.keyboard.type("20.00")
+    tab_to(page, "#id_reason_code")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.value") == "patient_request"
+    tab_to(page, "main button[type=submit]")
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/payments/{payment.id}/")
     assert "Refund of £20.00 started." in page.inner_text("main [role=status]")
     wait_for_text(page, "#status-panel .live-status", "Partially refunded")
@@ -134,7 +148,7 @@ def test_keyboard_sign_in_terminal_payment_captured_live_then_part_refunded(
     a11y.assert_clean()
 
 
-def test_split_cash_voucher_and_terminal_settles_live(
+def test_split_cash_voucher_and_terminal_settles_live_by_keyboard(
     page, a11y, live, live_server, practice, site, patient, sim_terminal
 ):
     user = make_staff(Role.RECEPTION, practice=practice)
@@ -142,27 +156,58 @@ def test_split_cash_voucher_and_terminal_settles_live(
     sign_in(page, base, user)
 
     page.goto(f"{base}/patients/")
-    page.click(f'a[href="/patients/{patient.id}/split/"]')
+    tab_to(page, f'a[href="/patients/{patient.id}/split/"]')
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/patients/{patient.id}/split/")
     a11y.check(page, "split_new")
-    page.fill("#id_target_id", "INV-SPLIT-1")
-    page.fill("#id_amount_due", "100.00")
-    for row, (method, amount) in enumerate(
-        [("cash", "30.00"), ("voucher", "20.00"), ("terminal", "50.00")], start=1
-    ):
-        page.select_option(f"#id_method_{row}", method)
-        page.fill(f"#id_amount_{row}", amount)
-    page.select_option("#id_terminal_3", str(sim_terminal.id))
-    page.click("main button[type=submit]")
+
+    # Tenders that do not add up are refused, and the form says why.
+    tab_to(page, "#id_target_id")
+    page.keyboard.type("INV-SPLIT-1")
+    tab_to(page, "#id_amount_due")
+    page.keyboard.type("100.00")
+    # Method options: Not used, Card on terminal, Cash, Voucher.
+    for row, (presses, amount) in enumerate([(2, "30.00"), (3, "20.00"), (1, "40.00")], start=1):
+        tab_to(page, f"#id_method_{row}")
+        for _ in range(presses):
+            page.keyboard.press("ArrowDown")
+        tab_to(page, f"#id_amount_{row}")
+        page.keyboard.type(amount)
+    tab_to(page, "#id_terminal_3")
+    page.keyboard.press("ArrowDown")
+    assert page.evaluate("document.activeElement.value") == str(sim_terminal.id)
+    tab_to(page, "main button[type=submit]")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("main [role=alert]")
+    assert "short of 100.00" in page.inner_text("main [role=alert]")
+    a11y.check(page, "split_new_errors")
+
+    tab_to(page, "#id_amount_3")
+    page.keyboard.press("Control+A")
+    page.keyboard.type("50.00")
+    tab_to(page, "main button[type=submit]")
+    page.keyboard.press("Enter")
     page.wait_for_url(f"{base}/splits/*/")
     assert "Remaining to collect: £100.00" in page.inner_text("#split-tenders")
+    tenders = {t.method: t for t in Payment.objects.filter(target_id="INV-SPLIT-1")}
+    cash, voucher, card = (f"tender-{tenders[m].id}-" for m in ("cash", "voucher", "terminal"))
 
-    page.click("button:text-is('Record cash received')")
-    wait_for_text(page, "#split-tenders", "Remaining to collect: £70.00")
-    page.click("button:text-is('Record voucher received')")
-    wait_for_text(page, "#split-tenders", "Remaining to collect: £50.00")
-    page.click("button:text-is('Send to terminal')")
+    tab_to(page, f"#{cash}received")
+    assert_focus_kept(page, f"{cash}received")  # the page polls; the button keeps focus
+    page.keyboard.press("Enter")
+    wait_for_text(page, "#split-live", "Remaining to collect: £70.00")
+    # The pressed button is gone: focus moves on to the next tender's action.
+    page.wait_for_function("id => document.activeElement.id === id", arg=f"{voucher}received")
+    page.keyboard.press("Enter")
+    wait_for_text(page, "#split-live", "Remaining to collect: £50.00")
+    page.wait_for_function("id => document.activeElement.id === id", arg=f"{card}send")
+    assert_focus_kept(page, f"{card}send")
+    page.keyboard.press("Enter")
     wait_for_text(page, "#split-tenders", "Awaiting customer action")
+    assert "awaiting customer action" in page.inner_text("#split-live")
+    # No control left to act on: focus is on the page heading, not lost.
+    page.wait_for_function("document.activeElement.id === 'split-heading'")
+    assert_focus_kept(page, "split-heading")
     a11y.check(page, "split_in_progress")
 
     page.evaluate("window.__samePage = true")

@@ -191,7 +191,24 @@ def test_split_from_the_drawer_settles_when_every_tender_is_captured(
     client.post(f"{url}tenders/{tenders['cash'].id}/", {"action": "received"})
     client.post(f"{url}tenders/{tenders['voucher'].id}/", {"action": "received"})
     assert "Remaining to collect: £60.00" in client.get(url).content.decode()
-    client.post(f"{url}tenders/{tenders['terminal'].id}/", {"action": "send"})
+    poll = f"{url}?part=text&shown="
+    page = client.get(url).content.decode()
+    shown = re.search(r"shown=([0-9a-f]{16})", page).group(1)
+    assert client.get(poll + shown).status_code == 204  # nothing changed: nothing to swap
+    answer = client.post(
+        f"{url}tenders/{tenders['terminal'].id}/", {"action": "send"}, HTTP_HX_REQUEST="true"
+    )
+    assert answer.status_code == 200 and answer["HX-Trigger"] == "split-action"
+    assert answer.content.decode().strip() == ""  # no error
+    changed = client.get(poll + shown)
+    assert changed.status_code == 200 and changed["HX-Trigger"] == "split-changed"
+    assert "Card terminal on Reception 1: awaiting customer action." in changed.content.decode()
+    table = client.get(f"{url}?part=table").content.decode()
+    assert f'id="tender-{tenders["terminal"].id}-send"' not in table
+    again = client.post(
+        f"{url}tenders/{tenders['terminal'].id}/", {"action": "received"}, HTTP_HX_REQUEST="true"
+    )
+    assert 'role="alert">That action is not available for this tender.' in again.content.decode()
     live.terminal(TID, "approve")
     page = client.get(url).content.decode()
     assert "Settled" in page and "All tenders captured." in page

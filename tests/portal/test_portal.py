@@ -221,6 +221,43 @@ def test_status_panel_polls_while_waiting(
     assert "every 500ms" not in fragment and "Captured" in fragment
 
 
+def _poll_text(client, payment, shown):
+    return client.get(
+        f"/payments/{payment.id}/status/?part=text&shown={shown}", HTTP_HX_REQUEST="true"
+    )
+
+
+def test_only_the_status_text_is_polled_and_the_controls_refresh_once_on_a_change(
+    signed_in, refund_manager, reception_actor, provider_actor, practice, site, patient, terminal
+):
+    payment = new_payment(reception_actor, practice, site, patient, terminal=terminal)
+    services.payment_await_customer(payment_id=payment.id, actor=provider_actor)
+    client = signed_in(refund_manager)
+    page = client.get(f"/payments/{payment.id}/").content.decode()
+    # The polled element holds no control; the live region around it is not polled.
+    polled = re.search(
+        r'<span id="status-text"[^>]*hx-trigger="every 500ms"[^>]*>(.*?)</span>', page
+    )
+    assert polled and "<a" not in polled.group(1) and "<button" not in polled.group(1)
+    assert re.search(r'<p [^>]*id="status-live" role="status"[^>]*>\s*<span id="status-text"', page)
+    detail = re.search(r'<div id="status-detail"([^>]*)>', page).group(1)
+    assert 'hx-trigger="payment-status-changed from:body"' in detail and "every" not in detail
+    assert 'id="void-link"' in page and 'id="refund-link"' not in page
+
+    unchanged = _poll_text(client, payment, "awaiting_customer_action")
+    assert unchanged.status_code == 204 and unchanged.content == b""
+    assert "HX-Trigger" not in unchanged
+
+    services.payment_capture(payment_id=payment.id, actor=provider_actor)
+    changed = _poll_text(client, payment, "awaiting_customer_action")
+    assert changed.status_code == 200 and changed["HX-Trigger"] == "payment-status-changed"
+    text = changed.content.decode()
+    assert "Captured" in text and "hx-trigger" not in text  # final: the polling stops
+    controls = client.get(f"/payments/{payment.id}/status/?part=detail").content.decode()
+    assert 'id="refund-link"' in controls and 'id="void-link"' not in controls
+    assert "hx-trigger" not in controls
+
+
 def test_refund_form(signed_in, refund_manager, reception, varied):
     payment = varied["terminal_captured"]
     assert signed_in(reception).get(f"/payments/{payment.id}/refund/").status_code == 403
