@@ -189,29 +189,49 @@ def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
     return queryset
 
 
+def _keyset_page(queryset: QuerySet, *, key: str, cursor: str | None, size: int, parse) -> tuple:
+    """Rows after `cursor` in `key` order (then `id`, the same way), and the next cursor.
+
+    Keyset pagination: no OFFSET and no COUNT, so a page costs the same deep
+    in a large table. `parse` turns a cursor's two strings back into (value, id);
+    a malformed cursor starts from the first page.
+    """
+    field = key.lstrip("-")
+    descending = key.startswith("-")
+    queryset = queryset.order_by(key, "-id" if descending else "id")
+    position = _decode_cursor(cursor) if cursor else None
+    if position:
+        try:
+            value, last_id = parse(*position)
+        except (ValueError, TypeError, ArithmeticError):
+            value = last_id = None
+        if value is not None:
+            after = "lt" if descending else "gt"
+            queryset = queryset.filter(
+                Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from
+                Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id}),
+            )
+    rows = list(queryset[: size + 1])
+    if len(rows) <= size:
+        return rows, None
+    rows = rows[:size]
+    return rows, _encode_cursor([getattr(rows[-1], field), rows[-1].id])
+
+
 def payments_page(
     user, filters: PaymentFilters, *, cursor: str | None = None, size: int = 50
 ) -> Page:
     """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT)."""
     sort = filters.sort if filters.sort in SORTS else "newest"
-    key, tiebreak = SORTS[sort]
-    field = key.lstrip("-")
-    queryset = payments_filtered(user, filters).order_by(key, tiebreak)
-    position = _decode_cursor(cursor) if cursor else None
-    if position:
-        value = Decimal(position[0]) if field == "amount" else datetime.fromisoformat(position[0])
-        last_id = uuid.UUID(position[1])
-        after = "lt" if key.startswith("-") else "gt"
-        queryset = queryset.filter(
-            Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from
-            Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id}),
-        )
-    rows = list(queryset[: size + 1])
-    next_cursor = None
-    if len(rows) > size:
-        rows = rows[:size]
-        last = rows[-1]
-        next_cursor = _encode_cursor([getattr(last, field), last.id])
+    key = SORTS[sort][0]
+
+    def parse(value, last_id):
+        value = Decimal(value) if key.endswith("amount") else datetime.fromisoformat(value)
+        return value, uuid.UUID(last_id)
+
+    rows, next_cursor = _keyset_page(
+        payments_filtered(user, filters), key=key, cursor=cursor, size=size, parse=parse
+    )
     return Page(rows=rows, next_cursor=next_cursor, sort=sort)
 
 
@@ -249,7 +269,19 @@ def refund_void_log(
     events = events.filter(_date_range("occurred_at", date_from, date_to))
     if reason_code:
         events = events.filter(reason_code=reason_code)
-    return events.order_by("-occurred_at", "-seq")
+    return events.order_by("-occurred_at", "-id")
+
+
+def refund_void_log_page(user, *, cursor: str | None = None, size: int = 50, **filters) -> Page:
+    """One page of the log, newest first, after `cursor` (keyset, as the payments list)."""
+    rows, next_cursor = _keyset_page(
+        refund_void_log(user, **filters),
+        key="-occurred_at",
+        cursor=cursor,
+        size=size,
+        parse=lambda value, last_id: (datetime.fromisoformat(value), int(last_id)),
+    )
+    return Page(rows=rows, next_cursor=next_cursor, sort="newest")
 
 
 # --- Dashboards ------------------------------------------------------------------

@@ -316,11 +316,18 @@ def approval_decide(request, approval_id):
 def refund_log(request):
     form = RefundLogFilterForm(request.GET or None, user=request.user)
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    events = selectors.refund_void_log(
+    page = selectors.refund_void_log_page(
         request.user,
+        cursor=request.GET.get("after"),
         actor_id=data.get("actor", ""),
         date_from=data.get("date_from"),
         date_to=data.get("date_to"),
         reason_code=data.get("reason_code", ""),
-    )[:200]
-    return render(request, "portal/refund_log.html", {"form": form, "events": events})
+    )
+    query = request.GET.copy()
+    query.pop("after", None)
+    return render(
+        request,
+        "portal/refund_log.html",
+        {"form": form, "page": page, "query": query.urlencode()},
+    )

@@ -4,6 +4,8 @@ from decimal import Decimal
 
 from django import template
 
+from payments.models import PaymentMethod, ReasonCode
+
 register = template.Library()
 _SYMBOLS = {"GBP": "£", "EUR": "€"}
 
@@ -32,3 +34,15 @@ def duration(seconds):
     if seconds < 7200:
         return f"{seconds // 60} min"
     return f"{seconds / 3600:.1f} h"
+
+
+@register.filter
+def reason_label(code):
+    """A refund or void reason code as people read it ('duplicate_charge' -> 'Duplicate charge')."""
+    return ReasonCode(code).label if code in ReasonCode.values else code
+
+
+@register.filter
+def method_label(code):
+    """A payment method code as people read it ('pay_by_link' -> 'Pay-by-link')."""
+    return PaymentMethod(code).label if code in PaymentMethod.values else code

@@ -19,6 +19,7 @@ from payments.models import (
     Refund,
     TargetType,
 )
+from payments.selectors import _encode_cursor
 from practices.roles import Role
 from tests.factories import PatientFactory, PracticeFactory, SiteFactory, make_staff
 from tests.payments.helpers import captured, new_payment
@@ -355,7 +356,7 @@ def test_refund_log_filters(signed_in, refund_manager, varied, practice):
     services.refund_complete(refund_id=refund.id, actor=Actor.provider("dna"))
     client = signed_in(refund_manager)
     assert (
-        "duplicate_charge" in client.get("/refunds/?reason_code=duplicate_charge").content.decode()
+        "Duplicate charge" in client.get("/refunds/?reason_code=duplicate_charge").content.decode()
     )
     assert (
         "No refunds or voids match." in client.get("/refunds/?reason_code=other").content.decode()
@@ -386,3 +387,27 @@ def test_no_page_has_a_card_field(signed_in, refund_manager, varied):
     ]:
         body = client.get(url).content.decode()
         assert not CARD_FIELD.search(body), url
+
+
+def test_refund_log_pages_through_every_entry_once(
+    signed_in, refund_manager, practice, site, patient, django_assert_max_num_queries
+):
+    manager = Actor.staff(refund_manager)
+    voided = set()
+    for _ in range(57):
+        payment = new_payment(manager, practice, site, patient, method=PaymentMethod.CASH)
+        services.payment_void(payment_id=payment.id, actor=manager, reason_code="other")
+        voided.add(str(payment.id))
+    client = signed_in(refund_manager)
+    first = client.get("/refunds/?reason_code=other")
+    cursor = re.search(r"after=([^\"&]+)", first.content.decode()).group(1)
+    with django_assert_max_num_queries(12):
+        second = client.get(f"/refunds/?reason_code=other&after={cursor}")
+    assert len(_ids(first)) == 50 and len(_ids(second)) == 7
+    assert _ids(first) | _ids(second) == voided
+    assert "Next page" not in second.content.decode()
+    assert "First page" in second.content.decode()
+    assert 'href="?reason_code=other"' in second.content.decode()  # the filter is kept
+    for broken in ("not-a-cursor", _encode_cursor(["yesterday", "x"])):
+        assert _ids(client.get(f"/refunds/?reason_code=other&after={broken}")) == _ids(first)
+        assert client.get(f"/payments/?after={broken}").status_code == 200
