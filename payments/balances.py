@@ -67,7 +67,8 @@ DESCRIPTIONS = {
 }
 
 
-def _balance_condition(now: datetime) -> Q:
+def balance_condition(now: datetime) -> Q:
+    """The payments that are outstanding balances at `now` (the rules above)."""
     link_active = Q(link__status=L.ACTIVE, link__expires_at__gt=now)
     by_link = Q(method=PaymentMethod.PAY_BY_LINK, state__in=[*OPEN, S.FAILED]) & link_active
     online = Q(method=PaymentMethod.ONLINE, state__in=OPEN) & ~Q(
@@ -119,7 +120,7 @@ def balances_for(patient: Patient, *, now: datetime | None = None) -> list[Balan
     now = now or timezone.now()
     payments = (
         _own(patient)
-        .filter(_balance_condition(now))
+        .filter(balance_condition(now))
         .select_related("practice", "link")
         .order_by(F("due_at").asc(nulls_last=True), "created_at", "id")
     )
@@ -131,7 +132,7 @@ def balance_get(patient: Patient, balance_id, *, now: datetime | None = None) ->
     try:
         payment = (
             _own(patient)
-            .filter(_balance_condition(now))
+            .filter(balance_condition(now))
             .select_related("practice", "link")
             .get(pk=balance_id)
         )
@@ -204,7 +205,7 @@ def _refuse_unless_payable(
         status = link.effective_status(now)
         if status != L.ACTIVE:
             raise LinkUnavailable(link, status)
-    if not _own(patient).filter(_balance_condition(now), pk=payment.pk).exists():
+    if not _own(patient).filter(balance_condition(now), pk=payment.pk).exists():
         if payment.state in (S.VOIDED, S.FAILED):
             raise InvalidTransition(
                 "This payment request is closed. Ask the practice if you still need to pay.",

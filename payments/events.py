@@ -125,23 +125,21 @@ def on_captured(payment: Payment) -> None:
         _queue_receipt(payment, facts)
 
 
+RECEIPT_EVENT = "receipt.requested"
+RECEIPT_CHANNELS = ["app", "email", "sms"]  # app first, then fallbacks
+
+
 def _queue_receipt(payment: Payment, facts: dict, *, kind: str = "payment") -> None:
     _enqueue(
         Destination.COMMUNICATION_HUB,
-        "receipt.requested",
+        RECEIPT_EVENT,
         payment,
-        {
-            **facts,
-            "receipt_kind": kind,
-            "channels": ["app", "email", "sms"],  # app first, then fallbacks
-        },
+        {**facts, "receipt_kind": kind, "channels": RECEIPT_CHANNELS},
     )
 
 
-def on_split_settled(split: SplitPayment, tenders: list[Payment]) -> None:
-    """The target's single settled outcome: one writeback and one receipt for all tenders."""
-    first = tenders[0]
-    payload = {
+def _split_facts(split: SplitPayment, tenders: list[Payment]) -> dict:
+    return {
         "split_id": str(split.id),
         "practice_id": str(split.practice_id),
         "site_id": str(split.site_id),
@@ -160,6 +158,12 @@ def on_split_settled(split: SplitPayment, tenders: list[Payment]) -> None:
         ],
         "settled_at": split.settled_at.isoformat(),
     }
+
+
+def on_split_settled(split: SplitPayment, tenders: list[Payment]) -> None:
+    """The target's single settled outcome: one writeback and one receipt for all tenders."""
+    first = tenders[0]
+    payload = _split_facts(split, tenders)
     outbox_enqueue(
         destination=Destination.PMS,
         event_type="split.settled",
@@ -170,11 +174,35 @@ def on_split_settled(split: SplitPayment, tenders: list[Payment]) -> None:
     )
     outbox_enqueue(
         destination=Destination.COMMUNICATION_HUB,
-        event_type="receipt.requested",
+        event_type=RECEIPT_EVENT,
         practice_id=split.practice_id,
         payment_id=first.id,
-        payload={**payload, "receipt_kind": "split", "channels": ["app", "email", "sms"]},
+        payload={**payload, "receipt_kind": "split", "channels": RECEIPT_CHANNELS},
         dedupe_key=f"receipt:split:{split.id}",
+    )
+
+
+def on_receipt_resend(payment: Payment, *, split_tenders: list[Payment] | None = None):
+    """Staff asked to send a paid payment's receipt again: today's facts, marked `resend`.
+
+    A split tender's receipt is the split's (all tenders, as first sent); a
+    refunded payment's shows what was refunded so far.
+    """
+    if payment.split_id:
+        payload = {**_split_facts(payment.split, split_tenders or []), "receipt_kind": "split"}
+    else:
+        payload = {
+            **payment_facts(payment),
+            "captured_amount": str(payment.captured_amount),
+            "captured_at": payment.captured_at.isoformat() if payment.captured_at else None,
+            "refunded_total": str(payment.refunded_amount),
+            "receipt_kind": "payment",
+        }
+    return _enqueue(
+        Destination.COMMUNICATION_HUB,
+        RECEIPT_EVENT,
+        payment,
+        {**payload, "channels": RECEIPT_CHANNELS, "resend": True},
     )
 
 

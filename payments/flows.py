@@ -373,29 +373,38 @@ def pay_by_link_issue(
         target_id=payment.target_id,
         payload={"channel": channel, "expires_at": link.expires_at.isoformat()},
     )
-    outbox_enqueue(
+    link_delivery_enqueue(link=link, url=url, dedupe_key=f"paylink:deliver:{link.id}")
+    return IssuedLink(link=link, url=url, token=token)
+
+
+LINK_DELIVERY_EVENT = "payment_link.deliver"
+
+
+def link_delivery_enqueue(*, link: PaymentLink, url: str, dedupe_key: str | None = None):
+    """Ask Communication Hub to send the link (in the caller's transaction): nothing clinical."""
+    payment = link.payment
+    return outbox_enqueue(
         destination=Destination.COMMUNICATION_HUB,
-        event_type="payment_link.deliver",
-        practice_id=practice.id,
+        event_type=LINK_DELIVERY_EVENT,
+        practice_id=link.practice_id,
         payment_id=payment.id,
         payload={
             "link_id": str(link.id),
             "payment_id": str(payment.id),
-            "patient_id": str(patient.id),
-            "practice_id": str(practice.id),
-            "practice_name": practice.name,
-            "site_id": str(site.id),
+            "patient_id": str(payment.patient_id),
+            "practice_id": str(link.practice_id),
+            "practice_name": link.practice.name,
+            "site_id": str(link.site_id),
             "url": url,
             "amount": str(payment.charge_amount),
             "currency": payment.currency,
             "invoice_reference": payment.pms_invoice_ref or None,
             "expires_at": link.expires_at.isoformat(),
-            "channels": _channels(channel),
+            "channels": _channels(link.channel),
         },
         schema_version=events.SCHEMA_VERSION,
-        dedupe_key=f"paylink:deliver:{link.id}",
+        dedupe_key=dedupe_key,
     )
-    return IssuedLink(link=link, url=url, token=token)
 
 
 # --- virtual terminal (MOTO) -----------------------------------------------------------

@@ -15,6 +15,9 @@ which is kept in the cache until its token expires.
 
 from __future__ import annotations
 
+import secrets
+from datetime import timedelta
+
 import structlog
 from django.conf import settings
 from django.core.cache import cache
@@ -29,11 +32,19 @@ from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from audit.actors import Actor
+from audit.models import EventType
+from audit.services import audit_record
 from integrations.models import Destination
 from integrations.outbox import outbox_enqueue
 from payments import events, services
 from payments.errors import NotFound, PaymentError
-from payments.flows import CheckoutUnavailable, hash_link_token, online_checkout_start, public_url
+from payments.flows import (
+    CheckoutUnavailable,
+    hash_link_token,
+    link_delivery_enqueue,
+    online_checkout_start,
+    public_url,
+)
 from payments.locks import lock_payment
 from payments.models import PAID_STATES, Payment, PaymentLink, PaymentState, ReasonCode
 from practices import access
@@ -190,6 +201,7 @@ def payment_link_cancel(*, link_id, actor: Actor) -> PaymentLink:
         raise PaymentError("A paid link cannot be cancelled; refund the payment instead.")
     link.status = L.CANCELLED
     link.save(update_fields=["status"])
+    _audit_link(link, payment, actor, EventType.PAYMENT_LINK_CANCELLED)
     if payment.state != S.FAILED:
         services.payment_void(
             payment_id=payment.id,
@@ -198,6 +210,76 @@ def payment_link_cancel(*, link_id, actor: Actor) -> PaymentLink:
             notes=f"Payment link cancelled by {actor.label}.",
         )
     return link
+
+
+@transaction.atomic
+def payment_link_resend(*, link_id, actor: Actor) -> PaymentLink:
+    """Send the patient the link again, as a new link for the same payment.
+
+    Only the token's hash is kept, so the old URL cannot be sent again: the
+    link gets a new token (the old URL stops working) and an expiry no earlier
+    than the practice's link lifetime from now, and Communication Hub is asked
+    to deliver it on the link's channel. A used, cancelled or paid link cannot
+    be resent.
+    """
+    found = PaymentLink.objects.filter(pk=link_id).first()
+    if found is None:
+        raise NotFound("No such payment link.")
+    if actor.kind == "staff":
+        access.require(
+            actor.user, Perm.ISSUE_PAY_BY_LINK, practice_id=found.practice_id, site_id=found.site_id
+        )
+    payment = lock_payment(found.payment_id)
+    link = PaymentLink.objects.select_for_update().select_related("practice").get(pk=link_id)
+    if link.status in (L.USED, L.CANCELLED) or payment.state in PAID_STATES:
+        raise PaymentError(
+            f"This link is {link.status if link.status != L.ACTIVE else 'paid'}: "
+            "issue a new payment instead.",
+            code="link_unavailable",
+        )
+    if payment.state == S.VOIDED:
+        raise PaymentError("This payment was voided: issue a new one.", code="link_unavailable")
+    now = timezone.now()
+    token = secrets.token_urlsafe(32)
+    link.token_hash = hash_link_token(token)
+    link.status = L.ACTIVE
+    link.expires_at = max(
+        link.expires_at, now + timedelta(hours=link.practice.payment_link_ttl_hours)
+    )
+    link.save(update_fields=["token_hash", "status", "expires_at"])
+    cache.delete(_checkout_key(payment))  # its return address names the old token
+    message = link_delivery_enqueue(link=link, url=public_url(reverse("paylink:pay", args=[token])))
+    _audit_link(
+        link,
+        payment,
+        actor,
+        EventType.PAYMENT_LINK_RESENT,
+        outbox_message_id=str(message.id),
+    )
+    return link
+
+
+def _audit_link(link: PaymentLink, payment: Payment, actor: Actor, event_type, **extra) -> None:
+    audit_record(
+        event_type=event_type,
+        practice_id=link.practice_id,
+        actor=actor,
+        site_id=link.site_id,
+        payment_id=payment.id,
+        subject_type="payment_link",
+        subject_id=str(link.id),
+        amount=payment.amount,
+        currency=payment.currency,
+        method=payment.method,
+        target_type=payment.target_type,
+        target_id=payment.target_id,
+        payload={
+            "channel": link.channel,
+            "expires_at": link.expires_at.isoformat(),
+            "status": link.status,
+            **extra,
+        },
+    )
 
 
 # --- views ---------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
+from urllib.parse import urlencode
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -20,13 +21,17 @@ from django.db.models import (
     BooleanField,
     Count,
     DurationField,
+    Exists,
     ExpressionWrapper,
     F,
+    OuterRef,
     Q,
     QuerySet,
+    Subquery,
     Sum,
 )
 from django.db.models.aggregates import Aggregate
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
@@ -35,6 +40,7 @@ from payments.models import (
     PAID_STATES,
     ApprovalRequest,
     Payment,
+    PaymentMethod,
     PaymentState,
     PmsWritebackStatus,
 )
@@ -82,12 +88,97 @@ def exception_condition(name: str, *, now: datetime | None = None) -> Q:
     return conditions[name]
 
 
-def exception_counts(user, *, since: datetime | None = None) -> dict[str, int]:
-    """How many of the user's payments are in each exception state (one query)."""
-    since = since or timezone.now() - timedelta(days=30)
-    queryset = access.scope(Payment.objects.filter(created_at__gte=since), user)
+EXCEPTION_WINDOW_DAYS = 30
+
+
+def exception_window_start(*, now: datetime | None = None) -> date:
+    """The first whole day (UTC) the exception banners count.
+
+    Whole days, so that the payments list filtered `date_from` this day shows
+    exactly the payments a banner counts.
+    """
+    now = now or timezone.now()
+    return now.astimezone(UTC).date() - timedelta(days=EXCEPTION_WINDOW_DAYS)
+
+
+def exception_counts(user, *, since: date | None = None) -> dict[str, int]:
+    """How many of the user's payments started on or after `since` are in each exception state (one query)."""
+    since = since or exception_window_start()
+    queryset = access.scope(Payment.objects.filter(_date_range("created_at", since, None)), user)
     aggregates = {name: Count("pk", filter=exception_condition(name)) for name in EXCEPTION_LABELS}
     return queryset.aggregate(**aggregates)
+
+
+@dataclass(frozen=True)
+class ExceptionSummary:
+    name: str
+    label: str
+    count: int
+    date_from: date
+
+    @property
+    def query(self) -> str:
+        """The payments list filter showing exactly the payments counted here."""
+        return urlencode({"exception": self.name, "date_from": self.date_from.isoformat()})
+
+
+def exception_summaries(user) -> list[ExceptionSummary]:
+    """The §5.4 exception banners: each kind, its count since the window start, and its filter."""
+    since = exception_window_start()
+    counts = exception_counts(user, since=since)
+    return [
+        ExceptionSummary(name=name, label=label, count=counts[name], date_from=since)
+        for name, label in EXCEPTION_LABELS.items()
+    ]
+
+
+# --- Patients and their payment badges (§5.4) -------------------------------------------
+
+PATIENTS_SHOWN = 50
+
+
+def patients_with_badges(user, *, q: str = "", limit: int = PATIENTS_SHOWN) -> list[Patient]:
+    """Patients of the user's practices (a name or PMS id search), each with its badges.
+
+    Annotated from the payments the user may see (their sites only), in one
+    query however many patients are listed: `latest_state` (the newest
+    payment's state), `outstanding` (the sum of open balances, as
+    `payments.balances` defines them), `has_failed` (a failed payment not
+    retried), `has_disputed` and `has_in_progress` (awaiting the patient or the
+    provider).
+    """
+    from payments.balances import balance_condition
+
+    now = timezone.now()
+    theirs = access.scope(Payment.objects.filter(patient_id=OuterRef("pk")), user)
+    found = Patient.objects.filter(practice_id__in=access.practice_ids_for(user)).select_related(
+        "practice"
+    )
+    q = q.strip()
+    if q:
+        found = found.filter(Q(display_name__icontains=q) | Q(pms_patient_id=q))
+    outstanding = (
+        theirs.filter(balance_condition(now))
+        .order_by()
+        .values("patient_id")
+        .annotate(total=Sum(F("amount") - Coalesce(F("rewards_credit_applied"), Decimal("0"))))
+        .values("total")
+    )
+    return list(
+        found.annotate(
+            latest_state=Subquery(theirs.order_by("-created_at", "-id").values("state")[:1]),
+            outstanding=Subquery(outstanding),
+            has_failed=Exists(
+                theirs.filter(state=S.FAILED).exclude(
+                    Exists(Payment.objects.filter(retry_of=OuterRef("pk")))
+                )
+            ),
+            has_disputed=Exists(theirs.filter(disputed=True)),
+            has_in_progress=Exists(
+                theirs.filter(state__in=[S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED])
+            ),
+        ).order_by("display_name", "id")[:limit]
+    )
 
 
 # --- The payments list ---------------------------------------------------------
@@ -287,25 +378,82 @@ def refund_void_log_page(user, *, cursor: str | None = None, size: int = 50, **f
 # --- Dashboards ------------------------------------------------------------------
 
 
+def _rate(part, whole) -> float | None:
+    return float(part / whole) if whole else None
+
+
+@dataclass(frozen=True)
+class DayStats:
+    """One UTC day of payments started that day."""
+
+    day: date
+    payments: int = 0
+    paid: int = 0
+    failed: int = 0
+    collected: Decimal = Decimal("0")
+    refunded: Decimal = Decimal("0")
+    median_seconds_to_capture: float | None = None
+
+    @property
+    def failure_rate(self) -> float | None:
+        """Failed among finished attempts (paid or failed); None on a day with neither."""
+        return _rate(self.failed, self.paid + self.failed)
+
+    @property
+    def refund_rate(self) -> float | None:
+        """Refunded amount over collected amount; None on a day with nothing collected."""
+        return _rate(self.refunded, self.collected)
+
+
+@dataclass(frozen=True)
+class MethodShare:
+    method: str
+    label: str
+    count: int
+    total: Decimal
+    share: float  # of the amount collected
+
+
 @dataclass(frozen=True)
 class Dashboard:
+    """Collection speed, method mix, failure and refund rates over whole UTC days.
+
+    The headline numbers are the sums of `daily`, so a chart and its total agree.
+    """
+
     days: int
-    payments: int
-    paid: int
-    failed: int
-    collected: Decimal
-    refunded: Decimal
+    since: date
+    daily: list[DayStats]
     median_seconds_to_capture: float | None
-    method_mix: list[tuple[str, int, Decimal]]
+    method_mix: list[MethodShare]
+
+    @property
+    def payments(self) -> int:
+        return sum(d.payments for d in self.daily)
+
+    @property
+    def paid(self) -> int:
+        return sum(d.paid for d in self.daily)
+
+    @property
+    def failed(self) -> int:
+        return sum(d.failed for d in self.daily)
+
+    @property
+    def collected(self) -> Decimal:
+        return sum((d.collected for d in self.daily), Decimal("0"))
+
+    @property
+    def refunded(self) -> Decimal:
+        return sum((d.refunded for d in self.daily), Decimal("0"))
 
     @property
     def failure_rate(self) -> float:
-        attempts = self.paid + self.failed
-        return self.failed / attempts if attempts else 0.0
+        return _rate(self.failed, self.paid + self.failed) or 0.0
 
     @property
     def refund_rate(self) -> float:
-        return float(self.refunded / self.collected) if self.collected else 0.0
+        return _rate(self.refunded, self.collected) or 0.0
 
 
 class _Median(Aggregate):
@@ -314,37 +462,81 @@ class _Median(Aggregate):
     output_field = DurationField()
 
 
-def dashboard_for(user, *, days: int = 30) -> Dashboard:
-    """Collection speed, method mix, failure and refund rates over the last `days` (3 queries)."""
-    since = timezone.now() - timedelta(days=days)
-    recent = access.scope(Payment.objects.filter(created_at__gte=since), user)
-    totals = recent.aggregate(
-        payments=Count("pk"),
-        paid=Count("pk", filter=Q(state__in=PAID_STATES)),
-        failed=Count("pk", filter=Q(state=S.FAILED)),
-        collected=Sum("captured_amount", filter=Q(state__in=PAID_STATES)),
-        refunded=Sum("refunded_amount"),
+def _seconds_to_capture():
+    """Median start-to-capture time; NULL (ignored by the median) for payments not captured."""
+    return _Median(
+        ExpressionWrapper(F("captured_at") - F("created_at"), output_field=DurationField())
     )
+
+
+def dashboard_for(user, *, days: int = 30, now: datetime | None = None) -> Dashboard:
+    """The last `days` whole UTC days (today included) of the user's payments, in 3 queries.
+
+    Per-day counts, amounts and median speed are aggregated by PostgreSQL
+    (GROUP BY day), so the cost does not grow with the number of payments
+    shown, only with the rows scanned.
+    """
+    today = (now or timezone.now()).astimezone(UTC).date()
+    since = today - timedelta(days=days - 1)
+    recent = access.scope(Payment.objects.filter(_date_range("created_at", since, None)), user)
+    paid = Q(state__in=PAID_STATES)
+    rows = {
+        row["day"]: row
+        for row in recent.annotate(day=TruncDate("created_at", tzinfo=UTC))
+        .values("day")
+        .annotate(
+            payments=Count("pk"),
+            paid=Count("pk", filter=paid),
+            failed=Count("pk", filter=Q(state=S.FAILED)),
+            collected=Sum("captured_amount", filter=paid),
+            refunded=Sum("refunded_amount"),
+            median=_seconds_to_capture(),
+        )
+        .order_by("day")
+    }
+    daily = []
+    for offset in range(days):
+        day = since + timedelta(days=offset)
+        row = rows.get(day)
+        if row is None:
+            daily.append(DayStats(day=day))
+            continue
+        daily.append(
+            DayStats(
+                day=day,
+                payments=row["payments"],
+                paid=row["paid"],
+                failed=row["failed"],
+                collected=row["collected"] or Decimal("0"),
+                refunded=row["refunded"] or Decimal("0"),
+                median_seconds_to_capture=(
+                    row["median"].total_seconds() if row["median"] is not None else None
+                ),
+            )
+        )
     mix = list(
-        recent.filter(state__in=PAID_STATES)
+        recent.filter(paid)
         .values_list("method")
         .annotate(n=Count("pk"), total=Sum("captured_amount"))
-        .order_by("-total")
+        .order_by("-total", "method")
     )
-    median = recent.filter(captured_at__isnull=False).aggregate(
-        m=_Median(
-            ExpressionWrapper(F("captured_at") - F("created_at"), output_field=DurationField())
-        )
-    )["m"]
+    collected = sum((total for _method, _n, total in mix), Decimal("0"))
+    median = recent.aggregate(m=_seconds_to_capture())["m"]
     return Dashboard(
         days=days,
-        payments=totals["payments"],
-        paid=totals["paid"],
-        failed=totals["failed"],
-        collected=totals["collected"] or Decimal("0"),
-        refunded=totals["refunded"] or Decimal("0"),
+        since=since,
+        daily=daily,
         median_seconds_to_capture=median.total_seconds() if median is not None else None,
-        method_mix=mix,
+        method_mix=[
+            MethodShare(
+                method=method,
+                label=PaymentMethod(method).label if method in PaymentMethod.values else method,
+                count=n,
+                total=total,
+                share=_rate(total, collected) or 0.0,
+            )
+            for method, n, total in mix
+        ],
     )
 
 

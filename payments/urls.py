@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from payments.portal import back_office, drawer, views
+from payments.portal import back_office, drawer, payment_actions, views
 
 app_name = "portal"
 
@@ -14,6 +14,21 @@ urlpatterns = [
     path("payments/<uuid:payment_id>/refund/", views.payment_refund, name="payment_refund"),
     path("payments/<uuid:payment_id>/void/", views.payment_void, name="payment_void"),
     path("payments/<uuid:payment_id>/retry/", views.payment_retry, name="payment_retry"),
+    path(
+        "payments/<uuid:payment_id>/receipt/",
+        payment_actions.receipt_send,
+        name="payment_receipt_send",
+    ),
+    path(
+        "payments/<uuid:payment_id>/link/cancel/",
+        payment_actions.link_cancel,
+        name="payment_link_cancel",
+    ),
+    path(
+        "payments/<uuid:payment_id>/link/resend/",
+        payment_actions.link_resend,
+        name="payment_link_resend",
+    ),
     path("approvals/", views.approvals, name="approvals"),
     path("approvals/<uuid:approval_id>/decide/", views.approval_decide, name="approval_decide"),
     path("refunds/", views.refund_log, name="refund_log"),

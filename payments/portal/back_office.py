@@ -116,7 +116,6 @@ def reconciliation(request):
     items = dna_selectors.reconciliation_exceptions(request.user)
     events = dna_selectors.unmatched_provider_events(request.user).order_by("-received_at")
     shown_items, shown_events = list(items[:EXCEPTION_ROWS]), list(events[:EXCEPTION_ROWS])
-    counts = selectors.exception_counts(request.user)
     # Link a row to its payment only where this person may open that payment.
     payment_ids = {row.payment_id for row in [*shown_items, *shown_events] if row.payment_id}
     visible_payments = set(
@@ -132,9 +131,7 @@ def reconciliation(request):
             "items_total": items.count(),
             "events": shown_events,
             "events_total": events.count(),
-            "payment_exceptions": [
-                (name, label, counts[name]) for name, label in selectors.EXCEPTION_LABELS.items()
-            ],
+            "payment_exceptions": selectors.exception_summaries(request.user),
             "visible_payments": visible_payments,
             "limit": EXCEPTION_ROWS,
         },

@@ -13,7 +13,7 @@ import hashlib
 from decimal import Decimal, InvalidOperation
 
 from django.contrib import messages
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -141,7 +141,8 @@ def _take(request, data, patient, sites, terminals):
         payment = issued.link.payment
         messages.success(
             request,
-            f"Payment link sent by {issued.link.get_channel_display().lower()}. It expires {issued.link.expires_at:%d %b %Y %H:%M} UTC.",
+            f"Payment link queued for sending by {issued.link.get_channel_display()} "
+            f"(Communication Hub sends it). It expires {issued.link.expires_at:%d %b %Y %H:%M} UTC.",
         )
     elif method == "virtual_terminal":
         session = flows.virtual_terminal_open(**common)
@@ -336,9 +337,8 @@ def split_tender_action(request, split_id, payment_id):
 @portal_view
 def patients(request):
     q = request.GET.get("q", "").strip()
-    found = Patient.objects.filter(practice_id__in=access.practice_ids_for(request.user))
-    if q:
-        found = found.filter(Q(display_name__icontains=q) | Q(pms_patient_id=q))
     return render(
-        request, "portal/patients.html", {"patients": found.order_by("display_name")[:50], "q": q}
+        request,
+        "portal/patients.html",
+        {"patients": selectors.patients_with_badges(request.user, q=q), "q": q},
     )

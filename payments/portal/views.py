@@ -15,20 +15,25 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.views.decorators.http import require_http_methods, require_POST
 
 from audit.actors import Actor
+from audit.models import EventType
 from integrations.models import Destination, OutboxMessage
-from payments import flows, selectors, services
+from payments import flows, receipts, selectors, services
 from payments.errors import NotFound, PaymentError
 from payments.models import (
     FINAL_STATES,
+    PAID_STATES,
     PRE_CAPTURE_STATES,
     REFUNDABLE_STATES,
+    PaymentLink,
     PaymentMethod,
     PaymentState,
 )
+from payments.portal import charts
 from payments.portal.forms import (
     DecisionForm,
     PaymentFilterForm,
@@ -92,15 +97,16 @@ def _can(request, perm: Perm, payment) -> bool:
 
 @portal_view
 def home(request):
-    counts = selectors.exception_counts(request.user)
-    exceptions = [(name, label, counts[name]) for name, label in selectors.EXCEPTION_LABELS.items()]
+    exceptions = selectors.exception_summaries(request.user)
+    dashboard = selectors.dashboard_for(request.user)
     return render(
         request,
         "portal/home.html",
         {
-            "dashboard": selectors.dashboard_for(request.user),
+            "dashboard": dashboard,
+            "charts": charts.dashboard_charts(dashboard),
             "exceptions": exceptions,
-            "exceptions_open": any(count for _name, _label, count in exceptions),
+            "exceptions_open": any(e.count for e in exceptions),
         },
     )
 
@@ -152,17 +158,51 @@ def _detail_context(request, payment):
     }
 
 
+def _link_context(request, payment) -> dict:
+    """The pay-by-link composer's status: the link's state, expiry, sending, and what may be done."""
+    link = PaymentLink.objects.filter(payment=payment).first()
+    if link is None:
+        return {"link": None}
+    status = link.effective_status(timezone.now())
+    deliveries = OutboxMessage.objects.filter(
+        payment_id=payment.id,
+        destination=Destination.COMMUNICATION_HUB,
+        event_type=flows.LINK_DELIVERY_EVENT,
+    ).order_by("-created_at")
+    may = _can(request, Perm.ISSUE_PAY_BY_LINK, payment)
+    open_ = status in (PaymentLink.Status.ACTIVE, PaymentLink.Status.EXPIRED)
+    return {
+        "link": link,
+        "link_status": PaymentLink.Status(status),
+        "link_delivery": deliveries.first(),
+        "link_sends": deliveries.count(),
+        "can_cancel_link": may and open_ and payment.state not in PAID_STATES,
+        "can_resend_link": may and open_ and payment.state not in PAID_STATES | {S.VOIDED},
+    }
+
+
 @portal_view
 def payment_detail(request, payment_id):
     payment = selectors.payment_get_for(request.user, payment_id)
     context = _detail_context(request, payment)
+    audit_events = list(selectors.payment_audit_trail(payment))
     context.update(
         {
-            "audit_events": selectors.payment_audit_trail(payment),
+            "audit_events": audit_events,
+            "dispute": next(
+                (
+                    e
+                    for e in reversed(audit_events)
+                    if e.event_type == EventType.PAYMENT_EXCEPTION_FLAGGED
+                    and e.payload.get("exception") == "disputed"
+                ),
+                None,
+            ),
             "refunds": payment.refunds.order_by("created_at"),
-            "receipts": OutboxMessage.objects.filter(
-                payment_id=payment.id, destination=Destination.COMMUNICATION_HUB
-            ).order_by("created_at"),
+            "receipts": receipts.receipt_messages(payment),
+            "can_send_receipt": receipts.receipt_can_resend(payment)
+            and _can(request, Perm.INITIATE_PAYMENT, payment),
+            **_link_context(request, payment),
         }
     )
     return render(request, "portal/payment_detail.html", context)

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django import template
 
-from payments.models import PaymentMethod, ReasonCode
+from payments.models import PaymentMethod, PaymentState, ReasonCode
 
 register = template.Library()
 _SYMBOLS = {"GBP": "£", "EUR": "€"}
@@ -46,3 +46,9 @@ def reason_label(code):
 def method_label(code):
     """A payment method code as people read it ('pay_by_link' -> 'Pay-by-link')."""
     return PaymentMethod(code).label if code in PaymentMethod.values else code
+
+
+@register.filter
+def state_label(code):
+    """A lifecycle state as people read it ('awaiting_customer_action' -> 'Awaiting customer action')."""
+    return PaymentState(code).label if code in PaymentState.values else code

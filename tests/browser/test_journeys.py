@@ -233,7 +233,7 @@ def test_pay_by_link_sent_and_the_patients_pages(
     page.select_option("#id_channel", "sms")
     page.click("main button[type=submit]")
     page.wait_for_url(f"{base}/payments/*/")
-    assert "Payment link sent by sms." in page.inner_text("main [role=status]")
+    assert "Payment link queued for sending by SMS" in page.inner_text("main [role=status]")
     a11y.check(page, "payment_link_sent")
 
     delivery = OutboxMessage.objects.get(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.utils import timezone
 
 from audit.actors import Actor
 from integrations.dna.settlement import BatchData, LineData, reconcile_settlements
@@ -203,7 +205,8 @@ def test_finance_staff_see_settlement_exceptions_and_unmatched_events(client, ex
     assert "Provider events with no matching payment (1)" in page
     assert exceptions["event"].resource_ref in page
     assert 'href="/exceptions/" aria-current="page">Exceptions<' in page
-    assert 'href="/payments/?exception=pending_pms_writeback"' in page
+    since = (timezone.now() - timedelta(days=30)).date().isoformat()
+    assert f'href="/payments/?exception=pending_pms_writeback&amp;date_from={since}"' in page
 
 
 def test_superusers_also_see_what_no_practice_owns(client, exceptions, practice):
