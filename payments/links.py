@@ -287,7 +287,9 @@ def _audit_link(link: PaymentLink, payment: Payment, actor: Actor, event_type, *
 
 def _page(request: HttpRequest, template: str, context: dict, status: int = 200) -> HttpResponse:
     response = render(request, template, context, status=status)
-    response["Referrer-Policy"] = "no-referrer"  # the token is in the URL
+    # The token is in the URL: never tell another site. Not "no-referrer": with it a
+    # browser sends `Origin: null` on the page's own "Pay now" POST, which CSRF refuses.
+    response["Referrer-Policy"] = "same-origin"
     response["X-Robots-Tag"] = "noindex, nofollow"
     return response
 

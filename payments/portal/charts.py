@@ -2,8 +2,11 @@
 
 A chart here is geometry computed from already aggregated numbers
 (`payments.selectors.dashboard_for`); templates/portal/_chart.html draws it as
-an SVG with a title and a one-sentence summary for screen readers, followed by
-the same numbers as a table. The table is the chart's full text alternative.
+an SVG named by its title and a one-sentence summary, followed by the same
+numbers as a table. The table is the chart's full text alternative.
+
+Coordinates are in the SVG's own units (a 480-wide viewBox); the page scales
+it, so the text size is chosen to stay legible at the usual half-page width.
 """
 
 from __future__ import annotations
@@ -13,11 +16,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-WIDTH, HEIGHT = 640, 220
-LEFT, RIGHT, TOP, BOTTOM = 72, 12, 12, 32  # margins: room for the axis labels
+from payments.templatetags.portal import duration, money, percent
+
+WIDTH, HEIGHT = 480, 210
+LEFT, RIGHT, TOP, BOTTOM = 78, 16, 12, 30  # margins: room for the axis labels
 PLOT_W, PLOT_H = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
 Number = int | float | Decimal
+Format = Callable[[Number], str]
 
 
 @dataclass(frozen=True)
@@ -29,12 +35,16 @@ class Mark:
     width: float
     height: float
     title: str
-    label: str = ""  # bars: the category, written left of the bar
+    label: str = ""  # bars: the category, written above the bar
     text: str = ""  # bars: the value, written after the bar
 
     @property
     def middle(self) -> float:
         return round(self.y + self.height / 2, 2)
+
+    @property
+    def above(self) -> float:
+        return round(self.y - 6, 2)
 
     @property
     def after(self) -> float:
@@ -45,6 +55,7 @@ class Mark:
 class Tick:
     position: float
     label: str
+    anchor: str = "middle"  # SVG text-anchor: the last x label ends at the plot's edge
 
 
 @dataclass(frozen=True)
@@ -68,13 +79,13 @@ class Chart:
 
     @property
     def axis_x(self) -> int:
-        """Where the y-axis labels (and the bars' category labels) end."""
+        """Where the y-axis labels end."""
         return self.left - 8
 
     @property
     def axis_y(self) -> int:
         """The baseline of the x-axis labels."""
-        return self.bottom + 20
+        return self.bottom + 22
 
 
 def nice_ceiling(value: float) -> float:
@@ -88,17 +99,32 @@ def nice_ceiling(value: float) -> float:
     return 10 * power  # pragma: no cover - the loop always returns
 
 
-def _y_ticks(top_value: float, fmt: Callable[[Number], str]) -> list[Tick]:
+# Axis tops for durations whose halves read well (30 s, 1 min, 2 min, 5 min ...).
+DURATION_TOPS = (60, 120, 240, 600, 1200, 1800, 3600, 7200, 14400, 28800, 86400, 172800)
+
+
+def duration_ceiling(seconds: float) -> float:
+    return float(next((top for top in DURATION_TOPS if seconds <= top), nice_ceiling(seconds)))
+
+
+def _y_ticks(top_value: float, fmt: Format) -> list[Tick]:
     return [
-        Tick(position=TOP + PLOT_H * (1 - fraction), label=fmt(top_value * fraction))
+        Tick(position=round(TOP + PLOT_H * (1 - fraction), 2), label=fmt(top_value * fraction))
         for fraction in (0, 0.5, 1)
     ]
 
 
 def _x_ticks(labels: Sequence[str], centre: Callable[[int], float], every: int) -> list[Tick]:
+    """Every `every`-th label, and the last one (ending at the edge, so it is never clipped)."""
+    if not labels:
+        return []
     last = len(labels) - 1
-    shown = [i for i in range(len(labels)) if i % every == 0 and last - i >= every // 2]
-    return [Tick(position=centre(i), label=labels[i]) for i in [*shown, last]] if labels else []
+    shown = [i for i in range(last) if i % every == 0 and last - i > every // 2]
+    ticks = [Tick(position=centre(i), label=labels[i]) for i in shown]
+    return [
+        *ticks,
+        Tick(position=min(centre(last), WIDTH - RIGHT), label=labels[last], anchor="end"),
+    ]
 
 
 def columns(
@@ -108,7 +134,8 @@ def columns(
     summary: str,
     labels: Sequence[str],
     values: Sequence[Number],
-    fmt: Callable[[Number], str],
+    fmt: Format,
+    tick_fmt: Format,
     columns_: tuple[str, str],
     tick_every: int = 7,
     whole: bool = False,
@@ -143,7 +170,7 @@ def columns(
         rows=[(label, fmt(value)) for label, value in zip(labels, values, strict=True)],
         marks=marks,
         x_ticks=_x_ticks(labels, lambda i: round(LEFT + (i + 0.5) * slot, 2), tick_every),
-        y_ticks=_y_ticks(top_value, fmt),
+        y_ticks=_y_ticks(top_value, tick_fmt),
     )
 
 
@@ -154,15 +181,13 @@ def line(
     summary: str,
     labels: Sequence[str],
     values: Sequence[Number | None],
-    fmt: Callable[[Number], str],
+    fmt: Format,
     columns_: tuple[str, str],
+    top_value: float,
     empty: str = "—",
-    top_value: float | None = None,
     tick_every: int = 7,
 ) -> Chart:
     """A line through the values; a missing value (None) breaks the line, it is not a zero."""
-    known = [float(v) for v in values if v is not None]
-    top = top_value if top_value is not None else nice_ceiling(max(known, default=0))
     step = PLOT_W / max(len(values) - 1, 1)
     marks, runs, run = [], [], []
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
@@ -172,7 +197,7 @@ def line(
             run = []
             continue
         x = round(LEFT + i * step, 2)
-        y = round(TOP + PLOT_H * (1 - min(float(value), top) / top), 2)
+        y = round(TOP + PLOT_H * (1 - min(float(value), top_value) / top_value), 2)
         run.append(f"{x},{y}")
         marks.append(Mark(x=x, y=y, width=0, height=0, title=f"{label}: {fmt(value)}"))
     if run:
@@ -190,11 +215,11 @@ def line(
         marks=marks,
         lines=[" ".join(points) for points in runs],
         x_ticks=_x_ticks(labels, lambda i: round(LEFT + i * step, 2), tick_every),
-        y_ticks=_y_ticks(top, fmt),
+        y_ticks=_y_ticks(top_value, fmt),
     )
 
 
-BAR_H, BAR_GAP, BAR_LEFT = 28, 12, 200
+BAR_ROW, BAR_H, BAR_ROOM = 50, 18, 150  # a row: its label line, then the bar; room for the value
 
 
 def bars(
@@ -208,13 +233,13 @@ def bars(
     columns_: tuple[str, ...],
     rows: list[tuple[str, ...]],
 ) -> Chart:
-    """Horizontal bars with their label on the left and their value written at the end."""
+    """Horizontal bars, each with its label above it and its value written after it."""
     top_value = float(max(values, default=0)) or 1.0
-    room = WIDTH - BAR_LEFT - 140  # leave room for the value text after the longest bar
+    room = WIDTH - BAR_ROOM
     marks = [
         Mark(
-            x=BAR_LEFT,
-            y=TOP + i * (BAR_H + BAR_GAP),
+            x=0,
+            y=TOP + 20 + i * BAR_ROW,
             width=round(max(room * float(value) / top_value, 2), 2),
             height=BAR_H,
             title=f"{label}: {text}",
@@ -223,7 +248,7 @@ def bars(
         )
         for i, (label, value, text) in enumerate(zip(labels, values, texts, strict=True))
     ]
-    height = TOP + max(len(marks), 1) * (BAR_H + BAR_GAP)
+    height = TOP + max(len(marks), 1) * BAR_ROW
     return Chart(
         id=chart_id,
         kind="bars",
@@ -233,7 +258,7 @@ def bars(
         rows=rows,
         marks=marks,
         height=height,
-        left=BAR_LEFT,
+        left=0,
         bottom=height,
     )
 
@@ -253,10 +278,14 @@ def _highest(labels, values, fmt) -> str:
     return f" Highest {fmt(value)} on {label}."
 
 
+def _money_tick(value) -> str:
+    """Axis money: whole pounds once the axis is past £10 (less ink, same meaning)."""
+    amount = Decimal(str(value))
+    return f"£{amount:,.0f}" if amount >= 10 or amount == amount.to_integral() else money(amount)
+
+
 def dashboard_charts(dashboard) -> list[Chart]:
     """Collected amount and count per day, collection speed, failure and refund rates, method mix."""
-    from payments.templatetags.portal import duration, money, percent
-
     daily = dashboard.daily
     labels = [_day(d.day) for d in daily]
     span = f"{labels[0]} to {labels[-1]}" if labels else ""
@@ -265,6 +294,7 @@ def dashboard_charts(dashboard) -> list[Chart]:
     speed = [d.median_seconds_to_capture for d in daily]
     failure = [d.failure_rate for d in daily]
     refund = [d.refund_rate for d in daily]
+    whole = lambda v: f"{float(v):g}"  # noqa: E731 - a one-line formatter
     charts = [
         columns(
             "chart-collected",
@@ -274,16 +304,18 @@ def dashboard_charts(dashboard) -> list[Chart]:
             labels=labels,
             values=collected,
             fmt=money,
+            tick_fmt=_money_tick,
             columns_=("Day (UTC)", "Collected"),
         ),
         columns(
             "chart-paid",
             title="Payments collected per day",
-            summary=f"{dashboard.paid} payments collected from {span}."
-            + _highest(labels, paid, str),
+            summary=f"{dashboard.paid} payment{'s' if dashboard.paid != 1 else ''} collected "
+            f"from {span}." + _highest(labels, paid, whole),
             labels=labels,
             values=paid,
-            fmt=lambda v: f"{float(v):g}",
+            fmt=whole,
+            tick_fmt=whole,
             columns_=("Day (UTC)", "Payments collected"),
             whole=True,
         ),
@@ -301,12 +333,13 @@ def dashboard_charts(dashboard) -> list[Chart]:
             fmt=duration,
             columns_=("Day (UTC)", "Median time to capture"),
             empty="no capture",
+            top_value=duration_ceiling(max((s for s in speed if s is not None), default=0)),
         ),
         line(
             "chart-failure",
             title="Failure rate per day",
-            summary=f"{percent(dashboard.failure_rate)} of finished attempts failed over the period."
-            + _highest(labels, failure, percent),
+            summary=f"{percent(dashboard.failure_rate)} of finished attempts failed over the "
+            "period." + _highest(labels, failure, percent),
             labels=labels,
             values=failure,
             fmt=percent,
@@ -317,8 +350,8 @@ def dashboard_charts(dashboard) -> list[Chart]:
         line(
             "chart-refund",
             title="Refund rate per day",
-            summary=f"{percent(dashboard.refund_rate)} of the amount collected was refunded over the period."
-            + _highest(labels, refund, percent),
+            summary=f"{percent(dashboard.refund_rate)} of the amount collected was refunded "
+            "over the period." + _highest(labels, refund, percent),
             labels=labels,
             values=refund,
             fmt=percent,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from datetime import timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
@@ -219,6 +220,53 @@ def test_split_cash_voucher_and_terminal_settles_live_by_keyboard(
     a11y.assert_clean()
 
 
+def test_a_declined_split_tender_is_retried_by_keyboard(
+    page, a11y, live, live_server, practice, site, patient, sim_terminal
+):
+    user = make_staff(Role.RECEPTION, practice=practice)
+    split = services.split_create(
+        actor=Actor.staff(user),
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-SPLIT-2",
+        amount_due="60.00",
+        tenders=[
+            services.TenderSpec("cash", Decimal("20.00"), None),
+            services.TenderSpec("terminal", Decimal("40.00"), sim_terminal),
+        ],
+    )
+    cash, card = Payment.objects.filter(split=split).order_by("created_at")
+    base = live_server.url
+    sign_in(page, base, user)
+    page.goto(f"{base}/splits/{split.id}/")
+    tab_to(page, f"#tender-{card.id}-send")
+    page.keyboard.press("Enter")
+    wait_for_text(page, "#split-live", "awaiting customer action")
+    live.terminal(TID, "decline")
+    wait_for_text(page, "#split-live", "Card terminal on Reception 1: failed.")
+    page.wait_for_selector(f"#tender-{card.id}-retry")
+    assert "The card was declined" in page.inner_text("#split-table")
+    a11y.check(page, "split_tender_failed")
+
+    tab_to(page, f"#tender-{card.id}-retry")
+    page.keyboard.press("Enter")
+    wait_for_text(page, "#split-live", "awaiting customer action")
+    retry = Payment.objects.get(retry_of=card)
+    assert retry.split_id == split.id and retry.state == S.AWAITING_CUSTOMER_ACTION
+    # The retry button went with the failure; focus moved to the cash tender's action.
+    page.wait_for_function(
+        "id => document.activeElement.id === id", arg=f"tender-{cash.id}-received"
+    )
+    live.terminal(TID, "approve")
+    wait_for_text(page, "#split-live", "Remaining to collect: £20.00")
+    page.keyboard.press("Enter")
+    wait_for_text(page, "#split-tenders .live-status", "Settled")
+    a11y.check(page, "split_settled_after_retry")
+    a11y.assert_clean()
+
+
 def test_pay_by_link_sent_and_the_patients_pages(
     page, a11y, live, live_server, practice, site, patient
 ):
@@ -355,6 +403,9 @@ def test_every_back_office_page(
     page.click("main button[type=submit]")  # no reason chosen: the form says so
     assert page.locator(".errorlist").count() >= 1
     a11y.check(page, "void_form_errors")
+    page.goto(f"{base}/patients/")
+    assert "Failed payment" in page.inner_text("main table")
+    a11y.check(page, "patients_with_badges")
     page.goto(f"{base}/approvals/")
     assert "£260.00" in page.inner_text("main table")
     a11y.check(page, "approvals")

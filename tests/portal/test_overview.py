@@ -148,10 +148,14 @@ def test_charts_geometry_and_text_alternatives(site_reception, mine):
     collected = found["chart-collected"]
     assert len(collected.marks) == 30 and collected.rows[-1][1] == "£100.00"
     assert "£200.00 collected from" in collected.summary
-    assert [t.label for t in collected.y_ticks] == ["£0.00", "£50.00", "£100.00"]
+    assert [t.label for t in collected.y_ticks] == ["£0", "£50", "£100"]
+    assert collected.x_ticks[-1].anchor == "end" and collected.x_ticks[-1].position <= 480
     tallest = max(collected.marks, key=lambda m: m.height)
     assert tallest.height == charts.PLOT_H and tallest.y == charts.TOP
     assert collected.marks[0].height == 0  # nothing that day
+    speed = found["chart-speed"]
+    assert [t.label for t in speed.y_ticks] == ["0 s", "5 min", "10 min"]
+    assert speed.rows[-1][1] == "60 s" and speed.rows[-3][1] == "10 min"
     failure = found["chart-failure"]
     assert failure.rows[-1] == (failure.rows[-1][0], "33.3%")
     assert failure.rows[-2][1] == "no finished attempt"

@@ -96,7 +96,7 @@ def test_the_public_page_shows_the_payment_and_nothing_clinical(
     [button] = forms(text).buttons
     assert "Pay now" in button["text"]
     assert page.headers["Cache-Control"].startswith("max-age=0")
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    assert page.headers["Referrer-Policy"] == "same-origin"
 
 
 def test_paying_through_the_link_captures_and_uses_it(
