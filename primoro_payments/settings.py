@@ -322,6 +322,7 @@ API_THROTTLE_RATES = {
         "pay_ip": "60/min",
         "link": "120/min",
         "staff": "600/min",
+        "patient_auth_failure": "30/min",  # failed patient tokens per client IP
     }.items()
 }
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
