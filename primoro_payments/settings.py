@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "primoro_payments.logging.RequestIdMiddleware",
+    "primoro_payments.api_errors.ApiJsonErrorsMiddleware",  # errors under /api/ are JSON
     "primoro_payments.pan_guard.PanGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
