@@ -407,7 +407,7 @@ def payment_apply_rewards_credit(*, payment_id, actor: Actor, amount, reference:
     if payment.operations.exists():
         # An initiated terminal or card-on-file payment may already be on its way to
         # DNA for the full amount: a credit now would not change what is charged.
-        raise PaymentError(
+        raise InvalidTransition(
             "The charge has already been sent to the provider; the rewards credit cannot be applied now.",
             code="charge_already_sent",
         )

@@ -242,12 +242,12 @@ def test_credit_refused_once_the_terminal_sale_is_on_its_way(
     )
     assert payment.state == S.INITIATED and payment.operations.count() == 1
 
-    with pytest.raises(PaymentError) as refused:
+    with pytest.raises(InvalidTransition) as refused:
         services.payment_apply_rewards_credit(
             payment_id=payment.id, actor=reception_actor, amount="10.00", reference="RW-LATE"
         )
 
-    assert refused.value.code == "charge_already_sent"
+    assert (refused.value.status, refused.value.code) == (409, "charge_already_sent")
     payment.refresh_from_db()
     assert payment.rewards_credit_applied is None and payment.charge_amount == Decimal("100.00")
     assert not AuditEvent.objects.filter(event_type=EventType.REWARDS_CREDIT_APPLIED).exists()
