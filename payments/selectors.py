@@ -30,7 +30,7 @@ from django.db.models.aggregates import Aggregate
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
-from payments.errors import NotFound
+from payments.errors import NotFound, PaymentError
 from payments.models import (
     PAID_STATES,
     ApprovalRequest,
@@ -125,12 +125,33 @@ def _encode_cursor(values: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> list | None:
+class InvalidCursor(PaymentError):
+    """The `after` cursor is not one this list's sort gave out (edited, or from another sort)."""
+
+    code = "invalid_cursor"
+
+    def __init__(self):
+        super().__init__("That page link is out of date. Start again from the first page.")
+        self.field = "after"
+
+
+def _decode_cursor(cursor: str, field: str) -> tuple:
+    """(sort value, last id) from a cursor made by `_encode_cursor` for this sort field."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, TypeError):
-        return None
-    return values if isinstance(values, list) and len(values) == 2 else None
+        value, last_id = values
+        if field == "amount":
+            value = Decimal(value)
+            if not value.is_finite():
+                raise ValueError(value)
+        else:
+            value = datetime.fromisoformat(value)
+            if timezone.is_naive(value):
+                raise ValueError(value)
+        return value, uuid.UUID(last_id)
+    except (ValueError, TypeError, ArithmeticError, AttributeError):
+        # Bad base64 or JSON, a wrong shape, or a value of another sort.
+        raise InvalidCursor() from None
 
 
 # A name prefix matching at most this many patients is resolved to their ids first, so every
@@ -192,15 +213,16 @@ def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
 def payments_page(
     user, filters: PaymentFilters, *, cursor: str | None = None, size: int = 50
 ) -> Page:
-    """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT)."""
+    """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT).
+
+    Raises InvalidCursor (400 `invalid_cursor`) for a cursor this sort did not give out.
+    """
     sort = filters.sort if filters.sort in SORTS else "newest"
     key, tiebreak = SORTS[sort]
     field = key.lstrip("-")
     queryset = payments_filtered(user, filters).order_by(key, tiebreak)
-    position = _decode_cursor(cursor) if cursor else None
-    if position:
-        value = Decimal(position[0]) if field == "amount" else datetime.fromisoformat(position[0])
-        last_id = uuid.UUID(position[1])
+    if cursor:
+        value, last_id = _decode_cursor(cursor, field)
         after = "lt" if key.startswith("-") else "gt"
         queryset = queryset.filter(
             Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from

@@ -404,6 +404,13 @@ def payment_apply_rewards_credit(*, payment_id, actor: Actor, amount, reference:
         )
     if payment.state not in (S.PROPOSED, S.INITIATED):
         raise InvalidTransition("Rewards credit can only be applied before the charge is sent.")
+    if payment.operations.exists():
+        # An initiated terminal or card-on-file payment may already be on its way to
+        # DNA for the full amount: a credit now would not change what is charged.
+        raise InvalidTransition(
+            "The charge has already been sent to the provider; the rewards credit cannot be applied now.",
+            code="charge_already_sent",
+        )
     if payment.rewards_credit_applied:
         raise PaymentError(
             "A rewards credit is already applied to this payment.",
@@ -590,18 +597,42 @@ def payment_void(*, payment_id, actor: Actor, reason_code: str, notes: str = "")
     from_state = payment.state
     _apply(payment, "void", reason_code=reason_code, at=timezone.now())
     payment.save(update_fields=["state", "void_reason_code", "voided_at", "updated_at"])
+    payload = {"notes": notes}
+    link = _link_cancel(payment)
+    if link is not None:
+        payload["payment_link"] = {"id": str(link.id), "status": link.status}
     _state_change(
         payment,
         actor,
         from_state,
         event_type=EventType.PAYMENT_VOIDED,
         reason_code=reason_code,
-        payload={"notes": notes},
+        payload=payload,
     )
     if payment.method in CARD_METHODS and from_state in (S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED):
         _provider_operation(payment, "cancel")
     metrics.payment_voided(payment)
     return Outcome(payment, changed=True)
+
+
+def _link_cancel(payment: Payment) -> PaymentLink | None:
+    """A voided pay-by-link payment cannot be paid: its link, if still active, is cancelled.
+
+    The caller holds the payment's lock (payment first, then link, as a capture
+    takes them); the void's audit event records the link it cancelled.
+    """
+    if payment.method != PaymentMethod.PAY_BY_LINK:
+        return None
+    link = (
+        PaymentLink.objects.select_for_update()
+        .filter(payment=payment, status=PaymentLink.Status.ACTIVE)
+        .first()
+    )
+    if link is None:
+        return None
+    link.status = PaymentLink.Status.CANCELLED
+    link.save(update_fields=["status"])
+    return link
 
 
 @transaction.atomic
@@ -820,6 +851,40 @@ def tender_record_received(*, payment_id, actor: Actor) -> Outcome:
             site_id=payment.site_id,
         )
     return payment_capture(payment_id=payment.id, actor=actor)
+
+
+@transaction.atomic
+def offline_payment_record(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    method: str,
+    pms_invoice_ref: str = "",
+) -> Payment:
+    """Cash or a voucher taken at the desk: created and captured together, or not at all."""
+    if method not in OFFLINE_METHODS:
+        raise PaymentError(
+            "Only cash and voucher tenders are recorded by staff.",
+            code="method_not_allowed",
+            field="method",
+        )
+    payment = payment_create(
+        actor=actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        amount=amount,
+        method=method,
+        pms_invoice_ref=pms_invoice_ref,
+    )
+    return tender_record_received(payment_id=payment.id, actor=actor).payment
 
 
 # --- Split payments ----------------------------------------------------------

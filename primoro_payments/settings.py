@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "primoro_payments.logging.RequestIdMiddleware",
+    "primoro_payments.api_errors.ApiJsonErrorsMiddleware",  # errors under /api/ are JSON
     "primoro_payments.pan_guard.PanGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -322,6 +323,7 @@ API_THROTTLE_RATES = {
         "pay_ip": "60/min",
         "link": "120/min",
         "staff": "600/min",
+        "patient_auth_failure": "30/min",  # failed patient tokens per client IP
     }.items()
 }
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)

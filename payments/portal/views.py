@@ -109,7 +109,12 @@ def home(request):
 def payments(request):
     form = PaymentFilterForm(request.GET or None, user=request.user)
     filters = form.filters() if form.is_bound else PaymentFilterForm(user=request.user).filters()
-    page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
+    try:
+        page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
+    except selectors.InvalidCursor as error:
+        # A stale or edited page link (e.g. kept across a change of sort): start over.
+        messages.warning(request, error.message)
+        page = selectors.payments_page(request.user, filters)
     query = request.GET.copy()
     query.pop("after", None)
     return render(
@@ -148,7 +153,7 @@ def _detail_context(request, payment):
         "can_void": state in PRE_CAPTURE_STATES and _can(request, Perm.ISSUE_VOID, payment),
         "can_retry": state == S.FAILED
         and _can(request, Perm.INITIATE_PAYMENT, payment)
-        and not payment.retries.exists(),
+        and flows.retry_available(payment),
     }
 
 
@@ -243,17 +248,22 @@ def payment_void(request, payment_id):
 @require_POST
 def payment_retry(request, payment_id):
     payment = selectors.payment_get_for(request.user, payment_id)
-    actor = Actor.staff(request.user)
     try:
-        if payment.method == PaymentMethod.TERMINAL:
-            retry = flows.terminal_payment_retry(payment_id=payment.id, actor=actor)
-        else:
-            retry = services.payment_retry(payment_id=payment.id, actor=actor)
+        retry = flows.payment_retry_start(payment_id=payment.id, actor=Actor.staff(request.user))
     except PaymentError as error:
         messages.error(request, error.message)
         return redirect("portal:payment", payment_id=payment.id)
-    messages.success(request, "A new attempt was started for the same amount and target.")
-    return redirect("portal:payment", payment_id=retry.id)
+    message = "A new attempt was started for the same amount and target."
+    if retry.payment.method == PaymentMethod.PAY_BY_LINK:
+        message += (
+            " A new payment link was sent to the patient."
+            if retry.new_link
+            else " The patient's payment link now pays this attempt."
+        )
+    messages.success(request, message)
+    if retry.payment.method == PaymentMethod.VIRTUAL_TERMINAL:
+        return redirect("portal:virtual_terminal", payment_id=retry.payment.id)
+    return redirect("portal:payment", payment_id=retry.payment.id)
 
 
 @portal_view

@@ -8,7 +8,7 @@ import pytest
 
 from audit.models import AuditEvent, EventType
 from integrations.models import Destination, OutboxMessage
-from payments import services
+from payments import flows, services
 from payments.errors import InvalidTransition, PaymentError
 from payments.models import Payment, PaymentMethod, PaymentState, SplitPayment, TargetType
 from payments.services import RewardsCredit, TenderSpec
@@ -223,6 +223,34 @@ def test_credit_applied_later_only_before_the_charge_is_sent(
         services.payment_apply_rewards_credit(
             payment_id=other.id, actor=reception_actor, amount="5.00", reference="RW-4"
         )
+
+
+def test_credit_refused_once_the_terminal_sale_is_on_its_way(
+    settings, practice, site, patient, terminal, reception_actor
+):
+    """terminal_payment_start records the sale while the payment is still initiated."""
+    settings.DNA_OPERATIONS_ON_COMMIT = False  # the worker has not sent it yet
+    payment = flows.terminal_payment_start(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-RW",
+        amount="100.00",
+        terminal=terminal,
+    )
+    assert payment.state == S.INITIATED and payment.operations.count() == 1
+
+    with pytest.raises(InvalidTransition) as refused:
+        services.payment_apply_rewards_credit(
+            payment_id=payment.id, actor=reception_actor, amount="10.00", reference="RW-LATE"
+        )
+
+    assert (refused.value.status, refused.value.code) == (409, "charge_already_sent")
+    payment.refresh_from_db()
+    assert payment.rewards_credit_applied is None and payment.charge_amount == Decimal("100.00")
+    assert not AuditEvent.objects.filter(event_type=EventType.REWARDS_CREDIT_APPLIED).exists()
 
 
 def test_credit_refused_when_rewards_disabled(practice, site, patient, terminal, reception_actor):
