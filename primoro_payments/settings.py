@@ -405,7 +405,11 @@ RETENTION_AUDIT_YEARS = env.int("RETENTION_AUDIT_YEARS", default=RETENTION_FINAN
 
 # --- Logging (structlog JSON; see primoro_payments/logging.py) -------------
 
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # empty: /metrics open (keep it internal)
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`. Required in production;
+# in development an unset token leaves /metrics open.
+METRICS_TOKEN = (
+    env.str("METRICS_TOKEN", default="") if DEBUG else secret("METRICS_TOKEN", debug=False)
+)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console
