@@ -277,6 +277,9 @@ def gunicorn(
     argv = [
         sys.executable,
         *("-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+        # The project's own server configuration (access log through the redacting
+        # formatter, metrics hooks), as production runs it; the bare baselines run without.
+        *(() if pythonpath else ("--config", "python:primoro_payments.gunicorn_conf")),
         *("--worker-class", "sync", "--backlog", "2048", "--timeout", "60"),
         "--no-control-socket",
     ]

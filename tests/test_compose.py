@@ -69,13 +69,17 @@ def secret_files(tmp_path_factory) -> dict[str, Path]:
     return {path.name: path for path in target.iterdir()}
 
 
+# What the README tells people to put in .env.
+DOT_ENV = {"ALLOWED_HOSTS": PUBLIC_HOST, "PUBLIC_BASE_URL": f"https://{PUBLIC_HOST}"}
+
+
 def service_environment(compose: dict, service: str, secret_files: dict[str, Path]) -> dict:
     """The container environment of `service`, its /run/secrets/ paths mapped to the files."""
     definition = compose["services"][service]
     mounted = set(definition.get("secrets", []))
     environment = {}
     for name, value in definition["environment"].items():
-        value = interpolate(str(value), {"ALLOWED_HOSTS": PUBLIC_HOST})
+        value = interpolate(str(value), DOT_ENV)
         if name.endswith("_FILE"):
             secret = value.removeprefix("/run/secrets/")
             assert value == f"/run/secrets/{secret}" and secret in mounted, (service, name)
@@ -122,6 +126,18 @@ def test_the_public_host_is_required_and_the_health_check_host_kept(compose):
         "127.0.0.1",
     ]
     assert "http://127.0.0.1:8000/readyz" in compose["services"]["web"]["healthcheck"]["test"]
+
+
+def test_providers_default_to_the_bundled_simulators_and_the_public_address_is_required(compose):
+    environment = compose["x-app"]["environment"]
+
+    assert interpolate(environment["DNA_API_URL"], {}) == "http://simulators:8601"
+    assert interpolate(environment["GOCARDLESS_API_URL"], {}) == "http://simulators:8602"
+    assert interpolate(
+        environment["DNA_API_URL"], {"DNA_API_URL": "https://api.dnapayments.com"}
+    ) == ("https://api.dnapayments.com")
+    with pytest.raises(LookupError, match="PUBLIC_BASE_URL"):
+        interpolate(environment["PUBLIC_BASE_URL"], {})
 
 
 def test_production_settings_load_and_pass_the_checks_with_the_compose_environment(
