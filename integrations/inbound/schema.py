@@ -37,17 +37,24 @@ RECEIVE = {
         ),
         OpenApiParameter(
             EVENT_ID_HEADER,
-            {"type": "string", "minLength": 1, "maxLength": 200},
+            {"type": "string", "minLength": 1, "maxLength": 200, "pattern": r"^[ -\-/-~]+$"},
             OpenApiParameter.HEADER,
             required=True,
-            description="The sender's unique id of this event; resend with the same id.",
+            description="The sender's unique id of this event (printable ASCII, no full stop; "
+            "it is part of what is signed); resend with the same id.",
         ),
     ],
     "request": {"application/json": OpenApiTypes.OBJECT},
     "responses": {
         200: OpenApiResponse(OpenApiTypes.OBJECT, description="Accepted: the contract's answer."),
-        400: error("Not JSON, no event id, or the body breaks the contract (`field` names it)."),
-        401: error("The signature is missing, malformed, wrong or outside ±300 s."),
+        400: error(
+            "Not JSON, no or a malformed event id, or the body breaks the contract "
+            "(`field` names it)."
+        ),
+        401: error(
+            "The signature is missing, malformed, wrong (secret, body or event id) or outside "
+            "±300 s."
+        ),
         404: error("No such module or event type, or a record the body names does not exist."),
         405: error("Only POST is allowed."),
         409: error("The event id was used for another body, or the record's state refuses it."),

@@ -19,7 +19,13 @@ from integrations.inbound import schema
 from integrations.inbound.contracts import contract_for
 from integrations.inbound.models import Module
 from integrations.inbound.receive import inbound_receive
-from integrations.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, SignatureError, verify
+from integrations.signing import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    SignatureError,
+    valid_event_id,
+    verify,
+)
 from payments.api.errors import api_exception_handler
 
 log = structlog.get_logger("integrations.inbound")
@@ -51,24 +57,32 @@ class InboundEventView(APIView):
             return _error(
                 503, "module_not_configured", "This module has no signing secret here yet."
             )
-        try:
-            verify(
-                secret,
-                request.headers.get(SIGNATURE_HEADER),
-                request.body,
-                tolerance=settings.INBOUND_SIGNATURE_TOLERANCE_SECONDS,
-            )
-        except SignatureError as exc:
-            log.warning("inbound_invalid_signature", module=module, reason=str(exc))
-            return _error(401, "invalid_signature", "The signature is missing, stale or wrong.")
         event_id = (request.headers.get(EVENT_ID_HEADER) or "").strip()
-        if not event_id or len(event_id) > 200:
+        if not event_id:
             return _error(
                 400,
                 "missing_event_id",
                 "Send the event id (at most 200 characters).",
                 field=EVENT_ID_HEADER,
             )
+        if not valid_event_id(event_id):
+            return _error(
+                400,
+                "invalid_event_id",
+                "The event id is at most 200 printable ASCII characters, without a full stop.",
+                field=EVENT_ID_HEADER,
+            )
+        try:
+            verify(
+                secret,
+                request.headers.get(SIGNATURE_HEADER),
+                request.body,
+                event_id=event_id,
+                tolerance=settings.INBOUND_SIGNATURE_TOLERANCE_SECONDS,
+            )
+        except SignatureError as exc:
+            log.warning("inbound_invalid_signature", module=module, reason=str(exc))
+            return _error(401, "invalid_signature", "The signature is missing, stale or wrong.")
         if contract_for(module, event_type) is None:
             return _error(404, "unknown_event_type", f"{module} sends no {event_type} events.")
         reply = inbound_receive(

@@ -100,9 +100,9 @@ SECURITY_SCHEMES = {
         "type": "apiKey",
         "in": "header",
         "name": "X-Primoro-Signature",
-        "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256(module secret, "<t>." + raw '
-        "body)>`, with the calling module's INBOUND_<MODULE>_SECRET; at most 300 s old. "
-        "See docs/contracts.md.",
+        "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256(module secret, "<t>.<event id>." '
+        "+ raw body)>`, with the calling module's INBOUND_<MODULE>_SECRET and the "
+        "X-Primoro-Event-Id sent; at most 300 s old. See docs/contracts.md.",
     },
     "guardianToken": {
         "type": "http",

@@ -54,10 +54,11 @@ def post_event(
 ):
     """POST one inbound event, signed with the module's secret unless told otherwise."""
     raw = raw if raw is not None else json.dumps(body).encode()
-    headers = {EVENT_ID_HEADER: event_id or f"evt-{uuid.uuid4()}"}
+    event_id = event_id or f"evt-{uuid.uuid4()}"
+    headers = {EVENT_ID_HEADER: event_id}
     if signature is None:
         ts = int(time.time()) if timestamp is None else timestamp
-        signature = sign(secret or INBOUND_SECRETS[module], ts, raw)
+        signature = sign(secret or INBOUND_SECRETS[module], ts, raw, event_id=event_id)
     if signature:
         headers[SIGNATURE_HEADER] = signature
     return client.post(

@@ -76,10 +76,11 @@ def test_a_capture_is_delivered_to_each_of_its_destinations_signed_with_their_se
         assert received.event_id == str(row.id)
         assert received.signature_valid is True
         # Signed with this module's secret, not any other module's.
-        verify(SECRETS[row.destination], received.headers["x-primoro-signature"], received.body)
+        signature = received.headers["x-primoro-signature"]
+        verify(SECRETS[row.destination], signature, received.body, event_id=str(row.id))
         other = next(d for d in MODULES if d != row.destination)
         with pytest.raises(ValueError, match="does not match"):
-            verify(SECRETS[other], received.headers["x-primoro-signature"], received.body)
+            verify(SECRETS[other], signature, received.body, event_id=str(row.id))
     (writeback,) = pms_sim.writebacks
     assert writeback["event_id"] == str(next(r.id for r in rows if r.destination == "pms"))
     assert writeback["writeback"]["kind"] == "paid"

@@ -257,9 +257,10 @@ def credentials(name: str | None, method: str, path: str, body: bytes) -> dict[s
     if name == "gocardless-webhook":
         return {"Webhook-Signature": sim_signing.gocardless_signature(body, GOCARDLESS_SECRET)}
     if name == "inbound-event":
+        event_id = f"evt-{uuid.uuid4()}"
         return {
-            SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body),
-            EVENT_ID_HEADER: f"evt-{uuid.uuid4()}",
+            SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body, event_id=event_id),
+            EVENT_ID_HEADER: event_id,
         }
     if name == "guardian-signals":
         return {"Authorization": f"Bearer {GUARDIAN_TOKEN}"}
