@@ -247,7 +247,12 @@ def test_event_ids_are_per_module(client, practice, site, patient, terminal, rec
         client,
         Module.REWARDS_MANAGER,
         "credit_apply",
-        {"payment_id": str(payment.id), "credit_amount": "10.00", "redemption_reference": "R-1"},
+        {
+            "payment_id": str(payment.id),
+            "credit_amount": "10.00",
+            "redemption_reference": "R-1",
+            "practice_id": str(practice.id),
+        },
         event_id="e",
     )
 
