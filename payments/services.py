@@ -1008,8 +1008,18 @@ def _reserved_refunds(payment: Payment) -> Decimal:
 
 
 def _needs_approval(payment: Payment, amount: Decimal) -> bool:
+    """Above the threshold counting everything refunded on the payment, not this refund alone.
+
+    Refunds made or pending and refunds waiting for approval count with this
+    one, so four refunds of 250 cannot return 1,000 past a 250 threshold.
+    """
     threshold = payment.practice.refund_approval_threshold
-    return threshold is not None and amount > threshold
+    if threshold is None:
+        return False
+    awaiting = payment.approvals.filter(status=ApprovalRequest.Status.PENDING).aggregate(
+        total=Sum("amount")
+    )["total"] or Decimal("0")
+    return _reserved_refunds(payment) + awaiting + amount > threshold
 
 
 @transaction.atomic
@@ -1149,6 +1159,7 @@ def refund_fail(*, refund_id, actor: Actor, reason: str) -> Refund:
     refund.failure_reason = reason[:255]
     refund.completed_at = timezone.now()
     refund.save(update_fields=["status", "failure_reason", "completed_at"])
+    events.on_refund_failed(payment, refund)
     _audit(
         payment,
         actor,
