@@ -22,6 +22,7 @@ the janitor (docs/providers.md).
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -317,6 +318,16 @@ def online_checkout_start(
 # --- pay-by-link ----------------------------------------------------------------------
 
 
+def link_ttl_hours_for_due(practice: Practice, due_at: datetime) -> int:
+    """A link with a due date stays payable until the practice's last overdue reminder.
+
+    Otherwise the reminders of an unpaid link would point the patient at a dead link.
+    """
+    last_reminder = due_at + timedelta(days=practice.reminder_days()[-1])
+    hours = math.ceil((last_reminder - timezone.now()).total_seconds() / 3600)
+    return max(1, min(hours, MAX_LINK_TTL_HOURS))
+
+
 def _channels(first: str) -> list[str]:
     """Delivery order: the chosen channel, then app, email, SMS (push first, then fallbacks)."""
     order = [PaymentLink.Channel.APP, PaymentLink.Channel.EMAIL, PaymentLink.Channel.SMS]
@@ -345,15 +356,29 @@ def pay_by_link_issue(
     channel: str = PaymentLink.Channel.APP,
     pms_invoice_ref: str = "",
     ttl_hours: int | None = None,
+    due_at: datetime | None = None,
 ) -> IssuedLink:
     """Create a pay-by-link payment and its one-time link, and ask Communication Hub to send it.
 
     The raw token is returned once (in `url` and `token`); only its SHA-256 is
     stored on the link. The delivery message carries the URL, amount, practice
-    name and expiry: nothing clinical.
+    name and expiry: nothing clinical. With a `due_at`, the payment is due then
+    (`services.payment_set_due`): unpaid after it, it becomes an overdue
+    balance, reminded on the practice's schedule while the link stays payable.
     """
     if channel not in PaymentLink.Channel.values:
         raise PaymentError("Send the link by app, email or SMS.", code="invalid_channel")
+    if due_at is not None:
+        if timezone.is_naive(due_at):
+            raise PaymentError(
+                "Due dates carry a time zone.", code="invalid_due_at", field="due_at"
+            )
+        if actor.is_staff and due_at <= timezone.now():
+            raise PaymentError(
+                "The due date must be in the future.", code="invalid_due_at", field="due_at"
+            )
+        if ttl_hours is None:
+            ttl_hours = link_ttl_hours_for_due(practice, due_at)
     ttl = _link_ttl(practice, ttl_hours)
     payment = services.payment_create(
         actor=actor,
@@ -366,6 +391,8 @@ def pay_by_link_issue(
         method=PaymentMethod.PAY_BY_LINK,
         pms_invoice_ref=pms_invoice_ref,
     )
+    if due_at is not None:
+        payment = services.payment_set_due(payment_id=payment.id, actor=actor, due_at=due_at)
     return _link_send(payment, actor, channel=channel, ttl=ttl)
 
 
@@ -633,13 +660,19 @@ def collection_start(
     terminal: Terminal | None = None,
     channel: str = PaymentLink.Channel.APP,
     pms_invoice_ref: str = "",
+    due_at: datetime | None = None,
 ) -> Payment:
     """Take a payment at the desk or from the tablet: the one place that routes it by method.
 
-    terminal: shown on `terminal`; pay_by_link: a link sent by `channel`; cash
-    and voucher: recorded as received. The virtual terminal opens its own
-    session (`virtual_terminal_open`); an online checkout is the patient's.
+    terminal: shown on `terminal`; pay_by_link: a link sent by `channel`, due
+    by `due_at` if given; cash and voucher: recorded as received. The virtual
+    terminal opens its own session (`virtual_terminal_open`); an online
+    checkout is the patient's.
     """
+    if due_at is not None and method != PaymentMethod.PAY_BY_LINK:
+        raise PaymentError(
+            "Only a payment link is given a due date.", code="invalid_due_at", field="due_at"
+        )
     common = dict(
         actor=actor,
         practice=practice,
@@ -657,7 +690,7 @@ def collection_start(
             "Only terminal payments use a terminal.", code="invalid_terminal", field="terminal"
         )
     if method == PaymentMethod.PAY_BY_LINK:
-        return pay_by_link_issue(channel=channel, **common).link.payment
+        return pay_by_link_issue(channel=channel, due_at=due_at, **common).link.payment
     if method in OFFLINE_METHODS:
         return services.offline_payment_record(method=method, **common)
     raise PaymentError(

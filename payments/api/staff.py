@@ -131,6 +131,7 @@ class CollectionView(StaffView):
                 terminal=_terminal(site, terminal_id) if terminal_id else None,
                 channel=data["channel"],
                 pms_invoice_ref=data.get("pms_invoice_ref", ""),
+                due_at=data.get("due_at"),
             )
         except PaymentError as error:
             if error.field == "terminal":  # the domain's name for what this API calls terminal_id

@@ -138,15 +138,20 @@ def _take(request, data, patient, sites, terminals):
         if terminal is None or terminal.site_id != site.id:
             raise PaymentError("Choose a terminal at the chosen site.", field="terminal")
     payment = flows.collection_start(
-        method=method, terminal=terminal, channel=data.get("channel") or "app", **common
+        method=method,
+        terminal=terminal,
+        channel=data.get("channel") or "app",
+        due_at=data.get("due_at"),
+        **common,
     )
     if method == PaymentMethod.TERMINAL:
         messages.info(request, f"Sent to {terminal.label}. Ask the patient to follow the terminal.")
     elif method == PaymentMethod.PAY_BY_LINK:
         link = payment.link
+        due = f" Due by {payment.due_at:%d %b %Y}." if payment.due_at else ""
         messages.success(
             request,
-            f"Payment link sent by {link.get_channel_display().lower()}. It expires {link.expires_at:%d %b %Y %H:%M} UTC.",
+            f"Payment link sent by {link.get_channel_display().lower()}. It expires {link.expires_at:%d %b %Y %H:%M} UTC.{due}",
         )
     else:
         messages.success(request, f"{PaymentMethod(method).label} payment recorded.")
