@@ -430,7 +430,7 @@ def _subscription_payment(practice, patient):
     """What the subscriptions work will write for a paid-out Direct Debit payment."""
     return enqueue(
         Destination.PMS,
-        "subscription.payment.received",
+        "subscription.payment.paid_out",
         practice,
         {
             "subscription_payment_id": "SP-1",
