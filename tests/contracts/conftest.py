@@ -1,7 +1,8 @@
 """Fixtures for the inbound contracts, deposits, overdue balances and the AI Guardian.
 
-Inbound events are POSTed over HTTP with the Django test client, signed as a
-module would sign them (`integrations.signing.sign`). Outbound effects are read
+Inbound events are POSTed with the Django test client, signed as a module
+would sign them (`integrations.signing.sign`); test_inbound_live.py sends every
+contract's documented example over real HTTP to the live server as well. Outbound effects are read
 from the outbox; one round trip runs the relay against a local receiver.
 """
 
