@@ -10,12 +10,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    DJANGO_SETTINGS_MODULE=primoro_payments.settings
+    DJANGO_SETTINGS_MODULE=primoro_payments.settings \
+    PROMETHEUS_MULTIPROC_DIR=/var/lib/primoro/metrics
 
 RUN apt-get update \
     && apt-get install --yes --no-install-recommends curl \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --create-home --uid 10001 --user-group app
+    && useradd --create-home --uid 10001 --user-group app \
+    && install --directory --owner=app --group=app /var/lib/primoro/metrics
 
 WORKDIR /app
 
@@ -40,10 +42,13 @@ RUN SECRET_KEY=collectstatic-build-step-placeholder \
     DNA_TERMINAL_WEBHOOK_SECRET=build-placeholder \
     GOCARDLESS_ACCESS_TOKEN=build-placeholder \
     GOCARDLESS_WEBHOOK_SECRET=build-placeholder \
+    METRICS_TOKEN=build-placeholder \
     FIELD_ENCRYPTION_KEYS=cGxhY2Vob2xkZXItb25seS1mb3ItY29sbGVjdHN0YXQ= \
     python manage.py collectstatic --noinput
 
 USER app
 EXPOSE 8000
-# Workers: WEB_CONCURRENCY (gunicorn reads it), default 1.
-CMD ["gunicorn", "primoro_payments.wsgi", "--bind=0.0.0.0:8000", "--access-logfile=-", "--graceful-timeout=30", "--no-control-socket"]
+# Workers: WEB_CONCURRENCY (gunicorn reads it), default 1. The config module routes the
+# access log through the app's redacting log formatter and handles the metrics directory
+# (PROMETHEUS_MULTIPROC_DIR, shared with the Celery workers: docs/runbook.md, "Metrics").
+CMD ["gunicorn", "primoro_payments.wsgi", "--config=python:primoro_payments.gunicorn_conf", "--bind=0.0.0.0:8000", "--graceful-timeout=30", "--no-control-socket"]

@@ -31,6 +31,9 @@ class EventType(models.TextChoices):
     # Beyond the §8 list: overrides and other attributable actions.
     REFUND_FAILED = "refund.failed"
     SPLIT_SETTLED = "split.settled"
+    SPLIT_CANCELLED = "split.cancelled"
+    SPLIT_TENDER_ADDED = "split.tender_added"
+    PAYMENT_INVOICE_REF_SET = "payment.invoice_ref_set"
     DEPOSIT_STATUS_CHANGED = "deposit.status_changed"
     OVERRIDE_APPLIED = "override.applied"
     PAYMENT_EXCEPTION_FLAGGED = "payment.exception_flagged"

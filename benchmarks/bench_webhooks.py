@@ -33,15 +33,10 @@ checks that every 2xx stored exactly one event and queued one task.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import string
-import subprocess
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -50,15 +45,19 @@ import redis
 
 from benchmarks.common import (
     RateResult,
+    WrkRequest,
     bench_database,
     conninfo,
     gunicorn,
+    letters,
     pcts,
     post_at_rate,
     print_table,
     private_redis,
     production_env,
     raw_post,
+    write_wrk_requests,
+    wrk,
 )
 from integrations.models import WebhookEvent
 from integrations.simulators.gocardless import webhook_body
@@ -67,91 +66,22 @@ from integrations.simulators.signing import gocardless_signature
 WORKERS = 4
 CONNECTIONS = 16
 WEBHOOK_PATH = "/webhooks/gocardless/"
+JSON = {"Content-Type": "application/json"}
 BASELINE_TABLE = "bench_baseline_event"
-
-# wrk's Lua: each thread loads its slice of the pre-signed bodies at start and
-# sends them in turn; done() prints one JSON line the bench parses.
-WRK_SCRIPT = r"""
-local counter = 0
-local threads = {}
-
-function setup(thread)
-  thread:set("id", counter)
-  counter = counter + 1
-  table.insert(threads, thread)
-end
-
-function init(args)
-  local file, nthreads, path, header = args[1], tonumber(args[2]), args[3], args[4]
-  requests, n, i, wrapped = {}, 0, 0, 0
-  local line_no = 0
-  for line in io.lines(file) do
-    if line_no % nthreads == id then
-      local sig, body = line:match("^(%x+) (.*)$")
-      n = n + 1
-      requests[n] = wrk.format("POST", path,
-        {["Content-Type"] = "application/json", [header] = sig}, body)
-    end
-    line_no = line_no + 1
-  end
-end
-
-function request()
-  i = i + 1
-  if i > n then i = 1; wrapped = wrapped + 1 end
-  return requests[i]
-end
-
-function done(summary, latency, requests)
-  local wraps = 0
-  for _, thread in ipairs(threads) do wraps = wraps + thread:get("wrapped") end
-  io.write(string.format(
-    'WRK_JSON {"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d, '
-    .. '"write_errors": %d, "timeouts": %d, "non_2xx": %d, "wrapped": %d, '
-    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d}\n',
-    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
-    summary.errors.write, summary.errors.timeout, summary.errors.status, wraps,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
-end
-"""
-
-
-@dataclass
-class WrkResult:
-    rate: float
-    requests: int
-    non_2xx: int
-    errors: int
-    wrapped: int
-    p50: float
-    p95: float
-    p99: float
-
-    def latency(self) -> str:
-        return f"{self.p50:,.1f} / {self.p95:,.1f} / {self.p99:,.1f} ms"
-
-
-def _letters(number: int, width: int = 7) -> str:
-    """`number` in base 26 (A-Z): ids without digit runs, which the card-number guard would refuse."""
-    out = ""
-    for _ in range(width):
-        number, digit = divmod(number, 26)
-        out = string.ascii_uppercase[digit] + out
-    return out
 
 
 def _bodies(count: int, secret: str) -> list[tuple[str, bytes]]:
     """`count` signed GoCardless webhooks, one handled event each, every event id unique."""
-    run = _letters(uuid.uuid4().int, 8)
+    run = letters(uuid.uuid4().int, 8)
     created = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     out = []
     for n in range(count):
         event = {
-            "id": f"EV{run}{_letters(n)}",
+            "id": f"EV{run}{letters(n)}",
             "created_at": created,
             "action": "confirmed",
             "resource_type": "payments",
-            "links": {"payment": f"PM{run}{_letters(n)}"},
+            "links": {"payment": f"PM{run}{letters(n)}"},
             "details": {
                 "origin": "gocardless",
                 "cause": "payment_confirmed",
@@ -159,42 +89,9 @@ def _bodies(count: int, secret: str) -> list[tuple[str, bytes]]:
             },
             "metadata": {},
         }
-        body = webhook_body([event], webhook_id=f"WB{run}{_letters(n)}")
+        body = webhook_body([event], webhook_id=f"WB{run}{letters(n)}")
         out.append((gocardless_signature(body, secret), body))
     return out
-
-
-def _write(path: Path, bodies: list[tuple[str, bytes]]) -> None:
-    with path.open("wb") as out:
-        for signature, body in bodies:
-            out.write(signature.encode() + b" " + body + b"\n")
-
-
-def _wrk(url: str, path: str, bodies_file: Path, script: Path, seconds: int) -> WrkResult:
-    threads = 2
-    run = subprocess.run(
-        [
-            "wrk",
-            *("-t", str(threads), "-c", str(CONNECTIONS), "-d", f"{seconds}s"),
-            *("--timeout", "10s", "-s", str(script), url + path),
-            *("--", str(bodies_file), str(threads), path, "Webhook-Signature"),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    line = next(x for x in run.stdout.splitlines() if x.startswith("WRK_JSON "))
-    data = json.loads(line.removeprefix("WRK_JSON "))
-    return WrkResult(
-        rate=data["requests"] / (data["duration_us"] / 1e6),
-        requests=data["requests"],
-        non_2xx=data["non_2xx"],
-        errors=sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
-        wrapped=data["wrapped"],
-        p50=data["p50_us"] / 1000,
-        p95=data["p95_us"] / 1000,
-        p99=data["p99_us"] / 1000,
-    )
 
 
 def _fixed_rate(base: str, path: str, bodies: list[tuple[str, bytes]], rate: float) -> RateResult:
@@ -213,8 +110,6 @@ def _queued_tasks(redis_url: str) -> int:
 
 
 def main() -> None:
-    if not shutil.which("wrk"):
-        raise SystemExit("bench_webhooks needs wrk (Debian: apt-get install -y wrk).")
     seconds = int(os.environ.get("BENCH_WEBHOOK_SECONDS", "10"))
     rate_seconds = int(os.environ.get("BENCH_WEBHOOK_RATE_SECONDS", str(seconds)))
     pool = int(os.environ.get("BENCH_WEBHOOK_BODIES", "60000"))
@@ -231,19 +126,28 @@ def main() -> None:
             )
         env = production_env(database=name, redis_url=redis_url)
         secret = env["GOCARDLESS_WEBHOOK_SECRET"]
-        script = Path(scratch) / "post.lua"
-        script.write_text(WRK_SCRIPT)
 
-        def bodies_file(label: str, count: int) -> Path:
-            path = Path(scratch) / f"{label}.txt"
-            _write(path, _bodies(count, secret))
-            return path
+        def requests_file(label: str, path: str, bodies: list[tuple[str, bytes]]) -> Path:
+            out = Path(scratch) / f"{label}.txt"
+            header = "Webhook-Signature"
+            write_wrk_requests(out, [WrkRequest("POST", path, (header, s), b) for s, b in bodies])
+            return out
 
         started = time.perf_counter()
-        files = {label: bodies_file(label, pool) for label in ("app", "baseline", "warm")}
-        print(f"signed {3 * pool:,} bodies in {time.perf_counter() - started:.1f} s")
-        files["unsigned"] = Path(scratch) / "unsigned.txt"
-        _write(files["unsigned"], [("0" * 64, body) for _, body in _bodies(pool // 4, secret)])
+        baseline_bodies = _bodies(pool, secret)
+        files = {
+            "app": requests_file("app", WEBHOOK_PATH, _bodies(pool, secret)),
+            "noop": requests_file("noop", "/noop/", baseline_bodies),
+            "hmac": requests_file("hmac", "/hmac-insert/", baseline_bodies),
+            "warm-app": requests_file("warm-app", WEBHOOK_PATH, _bodies(pool, secret)),
+            "warm-hmac": requests_file("warm-hmac", "/hmac-insert/", _bodies(pool, secret)),
+            "unsigned": requests_file(
+                "unsigned",
+                WEBHOOK_PATH,
+                [("0" * 64, body) for _, body in _bodies(pool // 4, secret)],
+            ),
+        }
+        print(f"signed {4 * pool:,} bodies in {time.perf_counter() - started:.1f} s")
 
         logs = {"baseline": Path(scratch) / "baseline.log", "app": Path(scratch) / "app.log"}
         with (
@@ -258,15 +162,16 @@ def main() -> None:
             ) as app,
         ):
             print(f"gunicorn x2, {WORKERS} sync workers each; wrk -t2 -c{CONNECTIONS} -d{seconds}s")
-            _wrk(app, WEBHOOK_PATH, files["warm"], script, 2)  # warm every worker's connections
-            _wrk(bare, "/hmac-insert/", files["warm"], script, 2)
-            noop = _wrk(bare, "/noop/", files["baseline"], script, seconds)
-            hmac_insert = _wrk(bare, "/hmac-insert/", files["baseline"], script, seconds)
+            load = {"seconds": seconds, "connections": CONNECTIONS, "headers": JSON}
+            wrk(app, files["warm-app"], **{**load, "seconds": 2})  # warm every worker
+            wrk(bare, files["warm-hmac"], **{**load, "seconds": 2})
+            noop = wrk(bare, files["noop"], **load)
+            hmac_insert = wrk(bare, files["hmac"], **load)
             warm_stored = WebhookEvent.objects.count()
-            real = _wrk(app, WEBHOOK_PATH, files["app"], script, seconds)
+            real = wrk(app, files["app"], **load)
             # The same requests with a wrong signature: refused (498) after the middleware, the
             # card-number guard and the HMAC, before any database or Redis work.
-            refused = _wrk(app, WEBHOOK_PATH, files["unsigned"], script, seconds)
+            refused = wrk(app, files["unsigned"], **load)
 
             rate = 0.8 * real.rate
             count = int(rate * rate_seconds)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import re
@@ -15,6 +16,7 @@ import secrets
 import shutil
 import signal
 import socket
+import string
 import subprocess
 import sys
 import tempfile
@@ -139,6 +141,15 @@ def pgbench_tps(
         drop_database(name)
     match = re.search(r"tps = ([0-9.]+)", run.stdout)
     return float(match.group(1)) if match else None
+
+
+def letters(number: int, width: int = 7) -> str:
+    """`number` in base 26 (A-Z): ids without digit runs, which the card-number guard would refuse."""
+    out = ""
+    for _ in range(width):
+        number, digit = divmod(number, 26)
+        out = string.ascii_uppercase[digit] + out
+    return out
 
 
 def print_table(
@@ -266,6 +277,9 @@ def gunicorn(
     argv = [
         sys.executable,
         *("-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
+        # The project's own server configuration (access log through the redacting
+        # formatter, metrics hooks), as production runs it; the bare baselines run without.
+        *(() if pythonpath else ("--config", "python:primoro_payments.gunicorn_conf")),
         *("--worker-class", "sync", "--backlog", "2048", "--timeout", "60"),
         "--no-control-socket",
     ]
@@ -415,3 +429,140 @@ def post_at_rate(base: str, requests: list[bytes], rate: float, *, limit: int = 
     """
     host, port = base.removeprefix("http://").split(":")
     return asyncio.run(_drive(host, int(port), requests, rate, limit))
+
+
+# --- wrk: the maximum rate, with pre-built requests ------------------------------------------
+
+# wrk's Lua: each thread loads its slice of a file of requests at start and sends
+# them in turn. A line is `METHOD<TAB>PATH<TAB>HEADER<TAB>VALUE<TAB>BODY` (header
+# and body may be empty); headers common to every request come as name/value
+# pairs after the file. done() prints one JSON line that `wrk()` parses.
+WRK_SCRIPT = r"""
+local counter = 0
+local threads = {}
+
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local file, nthreads = args[1], tonumber(args[2])
+  local common = {}
+  for k = 3, #args, 2 do common[args[k]] = args[k + 1] end
+  requests, n, i, wrapped = {}, 0, 0, 0
+  local line_no = 0
+  for line in io.lines(file) do
+    if line_no % nthreads == id then
+      local method, path, name, value, body =
+        line:match("^([^\t]*)\t([^\t]*)\t([^\t]*)\t([^\t]*)\t(.*)$")
+      local headers = {}
+      for k, v in pairs(common) do headers[k] = v end
+      if name ~= "" then headers[name] = value end
+      if body == "" then body = nil end
+      n = n + 1
+      requests[n] = wrk.format(method, path, headers, body)
+    end
+    line_no = line_no + 1
+  end
+  if n == 0 then error("wrk thread " .. id .. " has no requests: give at least one a thread") end
+end
+
+function request()
+  i = i + 1
+  if i > n then i = 1; wrapped = wrapped + 1 end
+  return requests[i]
+end
+
+function done(summary, latency, requests)
+  local wraps = 0
+  for _, thread in ipairs(threads) do wraps = wraps + thread:get("wrapped") end
+  io.write(string.format(
+    'WRK_JSON {"requests": %d, "duration_us": %d, "connect_errors": %d, "read_errors": %d, '
+    .. '"write_errors": %d, "timeouts": %d, "non_2xx": %d, "wrapped": %d, '
+    .. '"p50_us": %d, "p95_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read,
+    summary.errors.write, summary.errors.timeout, summary.errors.status, wraps,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkRequest:
+    method: str
+    path: str
+    header: tuple[str, str] | None = None  # one header of its own, e.g. a signature
+    body: bytes = b""
+
+    def line(self) -> bytes:
+        name, value = self.header or ("", "")
+        fields = [self.method, self.path, name, value]
+        if any("\t" in f or "\n" in f for f in fields) or b"\n" in self.body:
+            raise ValueError("wrk request lines cannot hold tabs or newlines")
+        return "\t".join(fields).encode() + b"\t" + self.body + b"\n"
+
+
+@dataclass
+class WrkResult:
+    rate: float
+    requests: int
+    non_2xx: int
+    errors: int
+    wrapped: int
+    p50: float
+    p95: float
+    p99: float
+
+    def latency(self) -> str:
+        return f"{self.p50:,.1f} / {self.p95:,.1f} / {self.p99:,.1f} ms"
+
+
+def write_wrk_requests(path, requests: list[WrkRequest]) -> None:
+    with open(path, "wb") as out:
+        for request in requests:
+            out.write(request.line())
+
+
+def wrk(
+    base: str,
+    requests_file,
+    *,
+    seconds: int,
+    connections: int = 16,
+    threads: int = 2,
+    headers: dict[str, str] | None = None,
+) -> WrkResult:
+    """wrk at its maximum rate for `seconds`, sending the file's requests in turn."""
+    if not shutil.which("wrk"):
+        raise SystemExit("This benchmark needs wrk (Debian: apt-get install -y wrk).")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    common = [item for pair in (headers or {}).items() for item in pair]
+    try:
+        run = subprocess.run(
+            [
+                "wrk",
+                *("-t", str(threads), "-c", str(connections), "-d", f"{seconds}s"),
+                *("--timeout", "10s", "-s", script.name, base),
+                *("--", str(requests_file), str(threads), *common),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in run.stdout.splitlines() if x.startswith("WRK_JSON "))
+    data = json.loads(line.removeprefix("WRK_JSON "))
+    return WrkResult(
+        rate=data["requests"] / (data["duration_us"] / 1e6),
+        requests=data["requests"],
+        non_2xx=data["non_2xx"],
+        errors=sum(data[k] for k in ("connect_errors", "read_errors", "write_errors", "timeouts")),
+        wrapped=data["wrapped"],
+        p50=data["p50_us"] / 1000,
+        p95=data["p95_us"] / 1000,
+        p99=data["p99_us"] / 1000,
+    )

@@ -12,6 +12,7 @@ from django.contrib import admin, messages
 from audit.actors import Actor
 from integrations.destinations import disabled_destinations
 from integrations.models import OutboxMessage
+from integrations.pms.services import fallen_back
 from integrations.relay import REDELIVERABLE, outbox_redeliver
 from practices import access
 from practices.admin import GovernedReadOnlyAdmin
@@ -88,8 +89,15 @@ class OutboxMessageAdmin(GovernedReadOnlyAdmin):
         except access.NotPermitted as exc:
             self.message_user(request, str(exc), messages.ERROR)
             return
-        skipped = len(ids) - count
+        manual = len(fallen_back(ids))
+        skipped = len(ids) - count - manual
         text = f"{count} message(s) queued for redelivery."
+        if manual:
+            text += (
+                f" {manual} PMS writeback(s) not redelivered: each already became a fallback "
+                "task for recording the payment in the PMS by hand. Complete (or close) that "
+                "task instead; sending the writeback as well could enter the payment twice."
+            )
         if skipped:
             text += (
                 f" {skipped} skipped: only {' or '.join(s.label.lower() for s in REDELIVERABLE)}"

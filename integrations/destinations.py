@@ -5,7 +5,8 @@ as `MODULE_<NAME>_URL` / `MODULE_<NAME>_SECRET`, and `PMS_WRITEBACK_URL` /
 `PMS_WRITEBACK_SECRET`). A destination with no URL is disabled: the relay
 parks its rows as `disabled` with the reason in `last_error` and logs it, and
 the admin shows the list of disabled destinations, so nothing is dropped
-silently. Rows parked this way are redelivered once the endpoint is configured.
+silently. Rows parked this way are redelivered once the endpoint is configured
+(except PMS writebacks that became a fallback task: those are done by hand).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
+from integrations.catalog import require_registered
 from integrations.models import Destination, OutboxMessage
 
 log = structlog.get_logger("integrations.outbox")
@@ -54,10 +55,11 @@ def outbox_enqueue(
     """Queue one message in the caller's transaction.
 
     With a `dedupe_key`, a second message for the same cause is not written and
-    None is returned.
+    None is returned. Only the messages registered in `integrations.catalog` exist.
     """
     if not connection.in_atomic_block:
         raise RuntimeError("outbox_enqueue must run inside the transaction of its cause")
+    require_registered(destination, event_type, payload)
     now = timezone.now()
     message = OutboxMessage(
         id=uuid.uuid4(),

@@ -148,14 +148,14 @@ class MessageSink:
         if self.delay:
             time.sleep(self.delay)
         secret = self.secret_for(path)
+        event_id = headers.get(EVENT_ID_HEADER.lower(), "")
         valid = None
         if secret is not None:
             try:
-                verify(secret, headers.get(SIGNATURE_HEADER.lower()), body)
+                verify(secret, headers.get(SIGNATURE_HEADER.lower()), body, event_id=event_id)
                 valid = True
             except SignatureError:
                 valid = False
-        event_id = headers.get(EVENT_ID_HEADER.lower(), "")
         with self._lock:
             duplicate = event_id in self.stored
             received = Received(

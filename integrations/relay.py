@@ -53,7 +53,7 @@ from audit.services import audit_record
 from integrations.destinations import Endpoint, endpoint_for
 from integrations.models import Destination, OutboxMessage
 from integrations.pms.adapters import pms_adapter_for
-from integrations.pms.services import Recorded, pms_writeback_record_outcome
+from integrations.pms.services import Recorded, fallen_back, pms_writeback_record_outcome
 from integrations.signing import signed_headers
 from practices import access
 from practices.roles import Perm
@@ -485,8 +485,10 @@ def outbox_redeliver(*, message_ids, actor: Actor) -> int:
     """Put dead or disabled rows back in the queue: one click for a finance admin.
 
     Needs MANAGE_EXCEPTIONS at every practice concerned; attempts start again
-    from zero. Rows that are pending or delivered are left alone. Returns how
-    many rows were queued again.
+    from zero. Rows that are pending or delivered are left alone, and so is a
+    PMS writeback that fell back to a manual task (`fallen_back`): staff may
+    already have entered it by hand, so sending it again could enter it twice.
+    Returns how many rows were queued again.
     """
     if not actor.is_staff:
         raise access.NotPermitted(Perm.MANAGE_EXCEPTIONS, "Only staff can redeliver messages.")
@@ -497,6 +499,8 @@ def outbox_redeliver(*, message_ids, actor: Actor) -> int:
     )
     for practice_id in sorted({row.practice_id for row in rows}, key=str):
         access.require(actor.user, Perm.MANAGE_EXCEPTIONS, practice_id=practice_id)
+    manual = fallen_back([row.pk for row in rows if row.destination == Destination.PMS])
+    rows = [row for row in rows if row.pk not in manual]
     if not rows:
         return 0
     now = timezone.now()

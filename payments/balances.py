@@ -38,7 +38,7 @@ from django.db.models import F, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from audit.actors import Actor
-from payments import flows, services
+from payments import flows
 from payments.errors import InvalidTransition, NotFound, PaymentError
 from payments.links import CHECKOUT_CACHE_SECONDS, LinkUnavailable, _checkout_key
 from payments.locks import lock_payment
@@ -238,9 +238,7 @@ def balance_checkout_start(*, actor: Actor, balance_id, return_url: str) -> Bala
     now = timezone.now()
     _refuse_unless_payable(patient, payment, link, now)
     if payment.state == S.FAILED:
-        payment = services.payment_retry(payment_id=payment.id, actor=actor)
-        link.payment = payment
-        link.save(update_fields=["payment"])
+        payment = flows.pay_by_link_retry(payment_id=payment.id, actor=actor).payment
     key = _checkout_key(payment)
     cached = cache.get(key)
     if cached and payment.state == S.AWAITING_CUSTOMER_ACTION:

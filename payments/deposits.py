@@ -17,10 +17,8 @@ Rows are locked payment first, then deposit, like the rest of the payment path.
 
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -142,15 +140,6 @@ def _move(deposit: Deposit, status: str, *, reason: str = "", now=None) -> str:
 # --- Requested by Appointment Manager ------------------------------------------
 
 
-def _link_ttl_hours(practice: Practice, due_at) -> int | None:
-    """A deposit's link stays payable until its reminders have run (the practice default if no due date)."""
-    if due_at is None:
-        return None
-    last_reminder = due_at + timedelta(days=practice.reminder_days()[-1])
-    hours = math.ceil((last_reminder - timezone.now()).total_seconds() / 3600)
-    return max(1, min(hours, flows.MAX_LINK_TTL_HOURS))
-
-
 @transaction.atomic
 def deposit_request(
     *,
@@ -207,11 +196,9 @@ def deposit_request(
         target_id=str(deposit.id),
         amount=amount,
         channel=channel or PaymentLink.Channel.APP,
-        ttl_hours=_link_ttl_hours(practice, due_at),
+        due_at=due_at,
     )
     payment = issued.link.payment
-    if due_at is not None:
-        services.payment_set_due(payment_id=payment.id, actor=actor, due_at=due_at)
     deposit.payment = payment
     deposit.save(update_fields=["payment", "updated_at"])
     _audit(deposit, actor, "", due_at=due_at.isoformat() if due_at else None, channel=channel)

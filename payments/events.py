@@ -256,6 +256,26 @@ def on_refunded(payment: Payment, refund: Refund) -> None:
     _queue_receipt(payment, payload, kind="refund")
 
 
+def on_refund_failed(payment: Payment, refund: Refund) -> None:
+    """The provider refused a refund: the patient is still owed it, so someone must act (§13.2.6)."""
+    _enqueue(
+        Destination.TASK_MANAGER,
+        "task.create",
+        payment,
+        {
+            "task_type": "refund_failed",
+            "title": f"Refund of {payment.currency} {refund.amount} failed",
+            "detail": refund.failure_reason,
+            "refund_id": str(refund.id),
+            "refund_amount": str(refund.amount),
+            "reason_code": refund.reason_code,
+            "original_provider_reference": refund.original_provider_reference or None,
+            "payment": payment_facts(payment),
+        },
+        dedupe=f"task:refund_failed:{refund.id}",
+    )
+
+
 def on_approval_required(approval) -> None:
     outbox_enqueue(
         destination=Destination.TASK_MANAGER,

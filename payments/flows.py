@@ -14,11 +14,15 @@ the janitor (docs/providers.md).
 - `pay_by_link_issue` → our own one-time link (payments/links.py serves it).
 - `virtual_terminal_open` / `virtual_terminal_close` → a MOTO checkout in an
   iframe, muting call recording while card details are given.
+- `collection_start` → the desk's and the tablet's "take a payment": routes a
+  terminal, pay-by-link, cash or voucher payment to its flow.
+- `payment_retry_start` → the retry of a failed payment, by its method's path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -39,7 +43,7 @@ from integrations.outbox import outbox_enqueue
 from payments import events, services
 from payments.errors import InvalidTransition, NotFound, PaymentError
 from payments.locks import lock_payment
-from payments.models import Payment, PaymentLink, PaymentMethod, PaymentState
+from payments.models import OFFLINE_METHODS, Payment, PaymentLink, PaymentMethod, PaymentState
 from practices import access
 from practices.models import Patient, Practice, Site
 from practices.roles import Perm
@@ -58,6 +62,18 @@ class CheckoutUnavailable(PaymentError):
 
     code = "provider_unavailable"
     status = 503
+
+
+class LinkUnavailable(PaymentError):
+    """The link can no longer be used to pay (expired, used or cancelled)."""
+
+    code = "link_unavailable"
+    status = 410
+
+    def __init__(self, link: PaymentLink, status: str):
+        super().__init__(f"This payment link is {status}.")
+        self.link = link
+        self.link_status = status
 
 
 @dataclass(frozen=True)
@@ -302,10 +318,29 @@ def online_checkout_start(
 # --- pay-by-link ----------------------------------------------------------------------
 
 
+def link_ttl_hours_for_due(practice: Practice, due_at: datetime) -> int:
+    """A link with a due date stays payable until the practice's last overdue reminder.
+
+    Otherwise the reminders of an unpaid link would point the patient at a dead link.
+    """
+    last_reminder = due_at + timedelta(days=practice.reminder_days()[-1])
+    hours = math.ceil((last_reminder - timezone.now()).total_seconds() / 3600)
+    return max(1, min(hours, MAX_LINK_TTL_HOURS))
+
+
 def _channels(first: str) -> list[str]:
     """Delivery order: the chosen channel, then app, email, SMS (push first, then fallbacks)."""
     order = [PaymentLink.Channel.APP, PaymentLink.Channel.EMAIL, PaymentLink.Channel.SMS]
     return [first, *(str(c) for c in order if c != first)]
+
+
+def _link_ttl(practice: Practice, ttl_hours: int | None) -> int:
+    ttl = practice.payment_link_ttl_hours if ttl_hours is None else ttl_hours
+    if not isinstance(ttl, int) or not 1 <= ttl <= MAX_LINK_TTL_HOURS:
+        raise PaymentError(
+            f"A link lasts between 1 and {MAX_LINK_TTL_HOURS} hours.", code="invalid_ttl"
+        )
+    return ttl
 
 
 @transaction.atomic
@@ -321,20 +356,30 @@ def pay_by_link_issue(
     channel: str = PaymentLink.Channel.APP,
     pms_invoice_ref: str = "",
     ttl_hours: int | None = None,
+    due_at: datetime | None = None,
 ) -> IssuedLink:
     """Create a pay-by-link payment and its one-time link, and ask Communication Hub to send it.
 
     The raw token is returned once (in `url` and `token`); only its SHA-256 is
     stored on the link. The delivery message carries the URL, amount, practice
-    name and expiry: nothing clinical.
+    name and expiry: nothing clinical. With a `due_at`, the payment is due then
+    (`services.payment_set_due`): unpaid after it, it becomes an overdue
+    balance, reminded on the practice's schedule while the link stays payable.
     """
     if channel not in PaymentLink.Channel.values:
         raise PaymentError("Send the link by app, email or SMS.", code="invalid_channel")
-    ttl = practice.payment_link_ttl_hours if ttl_hours is None else ttl_hours
-    if not isinstance(ttl, int) or not 1 <= ttl <= MAX_LINK_TTL_HOURS:
-        raise PaymentError(
-            f"A link lasts between 1 and {MAX_LINK_TTL_HOURS} hours.", code="invalid_ttl"
-        )
+    if due_at is not None:
+        if timezone.is_naive(due_at):
+            raise PaymentError(
+                "Due dates carry a time zone.", code="invalid_due_at", field="due_at"
+            )
+        if actor.is_staff and due_at <= timezone.now():
+            raise PaymentError(
+                "The due date must be in the future.", code="invalid_due_at", field="due_at"
+            )
+        if ttl_hours is None:
+            ttl_hours = link_ttl_hours_for_due(practice, due_at)
+    ttl = _link_ttl(practice, ttl_hours)
     payment = services.payment_create(
         actor=actor,
         practice=practice,
@@ -346,11 +391,21 @@ def pay_by_link_issue(
         method=PaymentMethod.PAY_BY_LINK,
         pms_invoice_ref=pms_invoice_ref,
     )
+    if due_at is not None:
+        payment = services.payment_set_due(payment_id=payment.id, actor=actor, due_at=due_at)
+    return _link_send(payment, actor, channel=channel, ttl=ttl)
+
+
+def _link_send(
+    payment: Payment, actor: Actor, *, channel: str, ttl: int, replaces: PaymentLink | None = None
+) -> IssuedLink:
+    """Give an initiated pay-by-link payment its link, audit it and queue its delivery."""
+    practice = payment.practice
     payment = services.payment_await_customer(payment_id=payment.id, actor=actor).payment
     token = secrets.token_urlsafe(32)
     link = PaymentLink.objects.create(
         practice=practice,
-        site=site,
+        site=payment.site,
         payment=payment,
         token_hash=hash_link_token(token),
         channel=channel,
@@ -358,11 +413,14 @@ def pay_by_link_issue(
         created_by=actor.user if actor.is_staff else None,
     )
     url = public_url(reverse("paylink:pay", args=[token]))
+    payload = {"channel": channel, "expires_at": link.expires_at.isoformat()}
+    if replaces is not None:
+        payload["replaces_link_id"] = str(replaces.id)
     audit_record(
         event_type=EventType.PAYMENT_LINK_ISSUED,
         practice_id=practice.id,
         actor=actor,
-        site_id=site.id,
+        site_id=payment.site_id,
         payment_id=payment.id,
         subject_type="payment_link",
         subject_id=str(link.id),
@@ -371,7 +429,7 @@ def pay_by_link_issue(
         method=payment.method,
         target_type=payment.target_type,
         target_id=payment.target_id,
-        payload={"channel": channel, "expires_at": link.expires_at.isoformat()},
+        payload=payload,
     )
     link_delivery_enqueue(link=link, url=url, dedupe_key=f"paylink:deliver:{link.id}")
     return IssuedLink(link=link, url=url, token=token)
@@ -405,6 +463,52 @@ def link_delivery_enqueue(*, link: PaymentLink, url: str, dedupe_key: str | None
         schema_version=events.SCHEMA_VERSION,
         dedupe_key=dedupe_key,
     )
+
+
+@dataclass(frozen=True)
+class LinkRetry:
+    """A new attempt for a failed link payment, and the link that now pays it."""
+
+    payment: Payment
+    link: PaymentLink
+    new_link: bool  # True: a fresh link was issued and sent; False: the patient's link took over
+
+
+@transaction.atomic
+def pay_by_link_retry(*, payment_id, actor: Actor) -> LinkRetry:
+    """A new attempt for a failed pay-by-link payment, payable through a link.
+
+    While the failed attempt's link is active it moves to the new attempt, so
+    the message the patient has keeps working. Otherwise (expired, cancelled,
+    never had one) a fresh link is issued and sent, by staff or a system
+    trigger: a patient asks the practice for one instead. The failed attempt
+    keeps its history (the new one's `retry_of`, the audit trail).
+    Payment first, then link: the order a capture takes them in.
+    """
+    failed = lock_payment(payment_id)
+    if failed.method != PaymentMethod.PAY_BY_LINK:
+        raise PaymentError("Only pay-by-link payments are retried here.", code="method_not_allowed")
+    link = PaymentLink.objects.select_for_update().filter(payment=failed).first()
+    status = link.effective_status(timezone.now()) if link is not None else None
+    active = status == PaymentLink.Status.ACTIVE
+    if not active and actor.kind == "patient":
+        if link is None:
+            raise NotFound("No such payment link.")
+        raise LinkUnavailable(link, status)
+    payment = services.payment_retry(payment_id=failed.id, actor=actor)
+    if active:
+        link.payment = payment
+        link.save(update_fields=["payment"])
+        payment = services.payment_await_customer(payment_id=payment.id, actor=actor).payment
+        return LinkRetry(payment=payment, link=link, new_link=False)
+    issued = _link_send(
+        payment,
+        actor,
+        channel=link.channel if link is not None else PaymentLink.Channel.APP,
+        ttl=_link_ttl(payment.practice, None),
+        replaces=link,
+    )
+    return LinkRetry(payment=issued.link.payment, link=issued.link, new_link=True)
 
 
 # --- virtual terminal (MOTO) -----------------------------------------------------------
@@ -486,6 +590,24 @@ def virtual_terminal_open(
         raise
 
 
+def virtual_terminal_retry(*, payment_id, actor: Actor) -> Payment:
+    """A new phone attempt for a failed one, in a new session (call recording muted again).
+
+    The staff page (the portal's virtual terminal) opens DNA's card fields for
+    it through `virtual_terminal_session`; one never opened is failed by the
+    janitor as an abandoned checkout, like any other.
+    """
+    with transaction.atomic():
+        failed = lock_payment(payment_id)
+        if failed.method != PaymentMethod.VIRTUAL_TERMINAL:
+            raise PaymentError(
+                "Only virtual terminal payments are retried here.", code="method_not_allowed"
+            )
+        payment = services.payment_retry(payment_id=payment_id, actor=actor)
+        _vt_session_event(payment, actor, "opened")
+    return payment
+
+
 def virtual_terminal_session(*, payment: Payment, actor: Actor) -> CheckoutSession:
     """Reopen DNA's card page for an open phone payment (the staff page was reloaded)."""
     payment = _check_reuse(
@@ -529,3 +651,108 @@ def virtual_terminal_close(*, payment_id, actor: Actor, reason: str = "completed
         return False
     _vt_session_event(payment, actor, "closed", reason)
     return True
+
+
+# --- taking a payment and retrying one ---------------------------------------------------
+
+
+def collection_start(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    method: str,
+    terminal: Terminal | None = None,
+    channel: str = PaymentLink.Channel.APP,
+    pms_invoice_ref: str = "",
+    due_at: datetime | None = None,
+) -> Payment:
+    """Take a payment at the desk or from the tablet: the one place that routes it by method.
+
+    terminal: shown on `terminal`; pay_by_link: a link sent by `channel`, due
+    by `due_at` if given; cash and voucher: recorded as received. The virtual
+    terminal opens its own session (`virtual_terminal_open`); an online
+    checkout is the patient's.
+    """
+    if due_at is not None and method != PaymentMethod.PAY_BY_LINK:
+        raise PaymentError(
+            "Only a payment link is given a due date.", code="invalid_due_at", field="due_at"
+        )
+    common = dict(
+        actor=actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        amount=amount,
+        pms_invoice_ref=pms_invoice_ref,
+    )
+    if method == PaymentMethod.TERMINAL:
+        return terminal_payment_start(terminal=terminal, **common)
+    if terminal is not None:
+        raise PaymentError(
+            "Only terminal payments use a terminal.", code="invalid_terminal", field="terminal"
+        )
+    if method == PaymentMethod.PAY_BY_LINK:
+        return pay_by_link_issue(channel=channel, due_at=due_at, **common).link.payment
+    if method in OFFLINE_METHODS:
+        return services.offline_payment_record(method=method, **common)
+    raise PaymentError(
+        "Choose how the patient is paying: terminal, pay-by-link, cash or voucher.",
+        code="invalid_method",
+        field="method",
+    )
+
+
+# Methods whose failed payments staff cannot retry, and what to do instead.
+_NO_RETRY = {
+    PaymentMethod.ONLINE: "An online checkout is the patient's own: they pay again from the app. "
+    "To ask them to pay, send a payment link.",
+}
+
+
+def retry_available(payment: Payment) -> bool:
+    """Whether a failed payment can be retried (the portal offers the button only then)."""
+    return (
+        payment.state == S.FAILED
+        and payment.method not in _NO_RETRY
+        and not payment.is_procurement
+        and not payment.retries.exists()
+    )
+
+
+@dataclass(frozen=True)
+class Retry:
+    """The new attempt; `new_link` when a fresh payment link was issued and sent for it."""
+
+    payment: Payment
+    new_link: bool = False
+
+
+def payment_retry_start(*, payment_id, actor: Actor) -> Retry:
+    """Retry a failed payment by its method's own path, so the new attempt can be paid.
+
+    terminal: sent to the terminal again; pay-by-link: the patient's link moves
+    to the new attempt while it is active, else a fresh link is issued and
+    sent; virtual terminal: a new phone session; card on file: charged again;
+    cash and voucher (split tenders): recorded when received. An online
+    checkout is refused (`retry_not_available`). Services check permissions.
+    """
+    method = Payment.objects.filter(pk=payment_id).values_list("method", flat=True).first()
+    if method is None:
+        raise NotFound("No such payment.")
+    if method in _NO_RETRY:
+        raise PaymentError(_NO_RETRY[method], code="retry_not_available")
+    if method == PaymentMethod.TERMINAL:
+        return Retry(terminal_payment_retry(payment_id=payment_id, actor=actor))
+    if method == PaymentMethod.PAY_BY_LINK:
+        retried = pay_by_link_retry(payment_id=payment_id, actor=actor)
+        return Retry(retried.payment, new_link=retried.new_link)
+    if method == PaymentMethod.VIRTUAL_TERMINAL:
+        return Retry(virtual_terminal_retry(payment_id=payment_id, actor=actor))
+    return Retry(services.payment_retry(payment_id=payment_id, actor=actor))

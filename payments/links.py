@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import timedelta
+from functools import wraps
 
 import structlog
 from django.conf import settings
@@ -37,12 +38,15 @@ from audit.services import audit_record
 from integrations.models import Destination
 from integrations.outbox import outbox_enqueue
 from payments import events, services
+from payments.api.throttling import LinkThrottle, PayIpThrottle, throttle_wait
 from payments.errors import NotFound, PaymentError
 from payments.flows import (
     CheckoutUnavailable,
+    LinkUnavailable,
     hash_link_token,
     link_delivery_enqueue,
     online_checkout_start,
+    pay_by_link_retry,
     public_url,
 )
 from payments.locks import lock_payment
@@ -56,18 +60,6 @@ S = PaymentState
 L = PaymentLink.Status
 CHECKOUT_CACHE_SECONDS = 1800
 _SCRIPT_ESCAPES = {ord(">"): "\\u003E", ord("<"): "\\u003C", ord("&"): "\\u0026"}
-
-
-class LinkUnavailable(PaymentError):
-    """The link can no longer be used to pay (expired, used or cancelled)."""
-
-    code = "link_unavailable"
-    status = 410
-
-    def __init__(self, link: PaymentLink, status: str):
-        super().__init__(f"This payment link is {status}.")
-        self.link = link
-        self.link_status = status
 
 
 # --- reads and state changes --------------------------------------------------------
@@ -113,12 +105,12 @@ def payment_link_checkout(*, token: str) -> dict:
         raise LinkUnavailable(link, L.USED)
     if status != L.ACTIVE:
         raise LinkUnavailable(link, status)
+    if payment.state == S.VOIDED:
+        raise LinkUnavailable(link, L.CANCELLED)
     patient_actor = Actor.for_patient(payment.patient)
     if payment.state == S.FAILED:
         # The last attempt was declined: the link stays usable with a new attempt.
-        payment = services.payment_retry(payment_id=payment.id, actor=patient_actor)
-        link.payment = payment
-        link.save(update_fields=["payment"])
+        payment = pay_by_link_retry(payment_id=payment.id, actor=patient_actor).payment
     cached = cache.get(_checkout_key(payment))
     if cached and payment.state == S.AWAITING_CUSTOMER_ACTION:
         return cached
@@ -199,16 +191,19 @@ def payment_link_cancel(*, link_id, actor: Actor) -> PaymentLink:
         return link
     if link.status == L.USED or payment.state in PAID_STATES:
         raise PaymentError("A paid link cannot be cancelled; refund the payment instead.")
-    link.status = L.CANCELLED
-    link.save(update_fields=["status"])
-    _audit_link(link, payment, actor, EventType.PAYMENT_LINK_CANCELLED)
-    if payment.state != S.FAILED:
+    if payment.state in (S.FAILED, S.VOIDED):
+        link.status = L.CANCELLED
+        link.save(update_fields=["status"])
+    else:
+        # Voiding cancels the link too, and its audit event says so.
         services.payment_void(
             payment_id=payment.id,
             actor=Actor.system("payment_link_cancel"),
             reason_code=ReasonCode.OTHER,
             notes=f"Payment link cancelled by {actor.label}.",
         )
+        link.refresh_from_db(fields=["status"])
+    _audit_link(link, payment, actor, EventType.PAYMENT_LINK_CANCELLED)
     return link
 
 
@@ -313,8 +308,55 @@ def _not_found(request: HttpRequest) -> HttpResponse:
     return _page(request, "paylink/not_found.html", {}, status=404)
 
 
+def _refused(request: HttpRequest, error: PaymentError, token: str) -> HttpResponse:
+    """Any refusal as a page a patient understands: never a 500, never our internals."""
+    if isinstance(error, NotFound):
+        return _not_found(request)
+    if isinstance(error, LinkUnavailable):
+        return _unavailable(request, error.link, error.link_status, token)
+    if isinstance(error, CheckoutUnavailable):
+        return _page(
+            request, "paylink/error.html", {"message": error.message, "token": token}, status=503
+        )
+    log.info("paylink_refused", code=error.code)
+    link = link_for_token(token)
+    return _page(
+        request,
+        "paylink/refused.html",
+        {"practice_name": link.practice.name if link else "", "token": token},
+        status=error.status if 400 <= error.status < 500 else 400,
+    )
+
+
+def _public(*throttles, on_post=()):
+    """A public link page: rate limited per client IP (429 page), refusals shown as pages.
+
+    The counters are the API's (payments.api.throttling, API_THROTTLE_RATES), so
+    the page and the app's link endpoints share one budget per address.
+    """
+
+    def decorate(view):
+        @wraps(view)
+        def wrapper(request: HttpRequest, token: str) -> HttpResponse:
+            extra = on_post if request.method == "POST" else ()
+            wait = throttle_wait(request, (*throttles, *extra))
+            if wait is not None:
+                response = _page(request, "paylink/rate_limited.html", {}, status=429)
+                response["Retry-After"] = str(wait)
+                return response
+            try:
+                return view(request, token)
+            except PaymentError as error:
+                return _refused(request, error, token)
+
+        return wrapper
+
+    return decorate
+
+
 @never_cache
 @require_http_methods(["GET", "POST"])
+@_public(LinkThrottle, on_post=(PayIpThrottle,))
 def pay(request: HttpRequest, token: str) -> HttpResponse:
     if request.method == "POST":
         return _start(request, token)
@@ -325,6 +367,8 @@ def pay(request: HttpRequest, token: str) -> HttpResponse:
     status = link.effective_status(timezone.now())
     if payment.state in PAID_STATES or status == L.USED:
         return _unavailable(request, link, L.USED, token)
+    if payment.state == S.VOIDED:
+        return _unavailable(request, link, L.CANCELLED, token)
     if status != L.ACTIVE:
         return _unavailable(request, link, status, token)
     return _page(
@@ -343,19 +387,7 @@ def pay(request: HttpRequest, token: str) -> HttpResponse:
 
 
 def _start(request: HttpRequest, token: str) -> HttpResponse:
-    try:
-        checkout = payment_link_checkout(token=token)
-    except NotFound:
-        return _not_found(request)
-    except LinkUnavailable as error:
-        return _unavailable(request, error.link, error.link_status, token)
-    except CheckoutUnavailable as error:
-        return _page(
-            request,
-            "paylink/error.html",
-            {"message": error.message, "token": token},
-            status=503,
-        )
+    checkout = payment_link_checkout(token=token)
     if checkout["redirect_url"]:
         return redirect(checkout["redirect_url"])
     script_url = checkout["script_url"]
@@ -376,6 +408,7 @@ def _start(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_GET
+@_public(LinkThrottle)
 def done(request: HttpRequest, token: str) -> HttpResponse:
     link = link_for_token(token)
     if link is None:
@@ -406,6 +439,7 @@ def done(request: HttpRequest, token: str) -> HttpResponse:
 
 @never_cache
 @require_POST
+@_public(LinkThrottle)
 def reissue(request: HttpRequest, token: str) -> HttpResponse:
     link = link_for_token(token)
     if link is None:

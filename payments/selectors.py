@@ -35,7 +35,7 @@ from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
-from payments.errors import NotFound
+from payments.errors import NotFound, PaymentError
 from payments.models import (
     PAID_STATES,
     ApprovalRequest,
@@ -216,12 +216,33 @@ def _encode_cursor(values: list) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
 
 
-def _decode_cursor(cursor: str) -> list | None:
+class InvalidCursor(PaymentError):
+    """The `after` cursor is not one this list's sort gave out (edited, or from another sort)."""
+
+    code = "invalid_cursor"
+
+    def __init__(self):
+        super().__init__("That page link is out of date. Start again from the first page.")
+        self.field = "after"
+
+
+def _decode_cursor(cursor: str, field: str, *, id_type=uuid.UUID) -> tuple:
+    """(sort value, last id) from a cursor made by `_encode_cursor` for this sort field."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, TypeError):
-        return None
-    return values if isinstance(values, list) and len(values) == 2 else None
+        value, last_id = values
+        if field == "amount":
+            value = Decimal(value)
+            if not value.is_finite():
+                raise ValueError(value)
+        else:
+            value = datetime.fromisoformat(value)
+            if timezone.is_naive(value):
+                raise ValueError(value)
+        return value, id_type(last_id)
+    except (ValueError, TypeError, ArithmeticError, AttributeError):
+        # Bad base64 or JSON, a wrong shape, or a value of another sort.
+        raise InvalidCursor() from None
 
 
 # A name prefix matching at most this many patients is resolved to their ids first, so every
@@ -280,28 +301,24 @@ def payments_filtered(user, filters: PaymentFilters) -> QuerySet[Payment]:
     return queryset
 
 
-def _keyset_page(queryset: QuerySet, *, key: str, cursor: str | None, size: int, parse) -> tuple:
+def _keyset_page(
+    queryset: QuerySet, *, key: str, cursor: str | None, size: int, id_type=uuid.UUID
+) -> tuple[list, str | None]:
     """Rows after `cursor` in `key` order (then `id`, the same way), and the next cursor.
 
-    Keyset pagination: no OFFSET and no COUNT, so a page costs the same deep
-    in a large table. `parse` turns a cursor's two strings back into (value, id);
-    a malformed cursor starts from the first page.
+    Keyset pagination: no OFFSET and no COUNT, so a page costs the same deep in
+    a large table. Raises InvalidCursor for a cursor this key did not give out.
     """
     field = key.lstrip("-")
     descending = key.startswith("-")
     queryset = queryset.order_by(key, "-id" if descending else "id")
-    position = _decode_cursor(cursor) if cursor else None
-    if position:
-        try:
-            value, last_id = parse(*position)
-        except (ValueError, TypeError, ArithmeticError):
-            value = last_id = None
-        if value is not None:
-            after = "lt" if descending else "gt"
-            queryset = queryset.filter(
-                Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from
-                Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id}),
-            )
+    if cursor:
+        value, last_id = _decode_cursor(cursor, field, id_type=id_type)
+        after = "lt" if descending else "gt"
+        queryset = queryset.filter(
+            Q(**{f"{field}__{after}e": value}),  # a range the index scan can start from
+            Q(**{f"{field}__{after}": value}) | Q(**{field: value, f"id__{after}": last_id}),
+        )
     rows = list(queryset[: size + 1])
     if len(rows) <= size:
         return rows, None
@@ -312,16 +329,13 @@ def _keyset_page(queryset: QuerySet, *, key: str, cursor: str | None, size: int,
 def payments_page(
     user, filters: PaymentFilters, *, cursor: str | None = None, size: int = 50
 ) -> Page:
-    """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT)."""
+    """One page of the list, after `cursor` (keyset pagination; no OFFSET, no COUNT).
+
+    Raises InvalidCursor (400 `invalid_cursor`) for a cursor this sort did not give out.
+    """
     sort = filters.sort if filters.sort in SORTS else "newest"
-    key = SORTS[sort][0]
-
-    def parse(value, last_id):
-        value = Decimal(value) if key.endswith("amount") else datetime.fromisoformat(value)
-        return value, uuid.UUID(last_id)
-
     rows, next_cursor = _keyset_page(
-        payments_filtered(user, filters), key=key, cursor=cursor, size=size, parse=parse
+        payments_filtered(user, filters), key=SORTS[sort][0], cursor=cursor, size=size
     )
     return Page(rows=rows, next_cursor=next_cursor, sort=sort)
 
@@ -364,13 +378,12 @@ def refund_void_log(
 
 
 def refund_void_log_page(user, *, cursor: str | None = None, size: int = 50, **filters) -> Page:
-    """One page of the log, newest first, after `cursor` (keyset, as the payments list)."""
+    """One page of the log, newest first, after `cursor` (keyset, as the payments list).
+
+    Raises InvalidCursor for a cursor this log did not give out.
+    """
     rows, next_cursor = _keyset_page(
-        refund_void_log(user, **filters),
-        key="-occurred_at",
-        cursor=cursor,
-        size=size,
-        parse=lambda value, last_id: (datetime.fromisoformat(value), int(last_id)),
+        refund_void_log(user, **filters), key="-occurred_at", cursor=cursor, size=size, id_type=int
     )
     return Page(rows=rows, next_cursor=next_cursor, sort="newest")
 

@@ -31,11 +31,12 @@ from integrations.models import Destination
 from integrations.outbox import outbox_enqueue
 from payments import events
 from payments.errors import InvalidTransition, NotFound, PaymentError
-from payments.locks import lock_approval, lock_payment, lock_refund, lock_split
+from payments.locks import lock_approval, lock_payment, lock_payments, lock_refund, lock_split
 from payments.models import (
     CARD_METHODS,
     OFFLINE_METHODS,
     PAID_STATES,
+    PRE_CAPTURE_STATES,
     PROSPECT_TARGETS,
     REFUNDABLE_STATES,
     ApprovalRequest,
@@ -404,6 +405,13 @@ def payment_apply_rewards_credit(*, payment_id, actor: Actor, amount, reference:
         )
     if payment.state not in (S.PROPOSED, S.INITIATED):
         raise InvalidTransition("Rewards credit can only be applied before the charge is sent.")
+    if payment.operations.exists():
+        # An initiated terminal or card-on-file payment may already be on its way to
+        # DNA for the full amount: a credit now would not change what is charged.
+        raise InvalidTransition(
+            "The charge has already been sent to the provider; the rewards credit cannot be applied now.",
+            code="charge_already_sent",
+        )
     if payment.rewards_credit_applied:
         raise PaymentError(
             "A rewards credit is already applied to this payment.",
@@ -548,6 +556,13 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
         )
     if failed.retries.exists():
         raise PaymentError("This payment has already been retried.", code="already_retried")
+    if failed.split_id:
+        split = lock_split(failed.split_id)
+        _require_open_split(split)
+        if failed.amount > split_uncovered(split):
+            raise PaymentError(
+                "Another tender has already replaced this one.", code="already_retried"
+            )
     return payment_create(
         actor=actor,
         practice=failed.practice,
@@ -590,18 +605,42 @@ def payment_void(*, payment_id, actor: Actor, reason_code: str, notes: str = "")
     from_state = payment.state
     _apply(payment, "void", reason_code=reason_code, at=timezone.now())
     payment.save(update_fields=["state", "void_reason_code", "voided_at", "updated_at"])
+    payload = {"notes": notes}
+    link = _link_cancel(payment)
+    if link is not None:
+        payload["payment_link"] = {"id": str(link.id), "status": link.status}
     _state_change(
         payment,
         actor,
         from_state,
         event_type=EventType.PAYMENT_VOIDED,
         reason_code=reason_code,
-        payload={"notes": notes},
+        payload=payload,
     )
     if payment.method in CARD_METHODS and from_state in (S.AWAITING_CUSTOMER_ACTION, S.AUTHORISED):
         _provider_operation(payment, "cancel")
     metrics.payment_voided(payment)
     return Outcome(payment, changed=True)
+
+
+def _link_cancel(payment: Payment) -> PaymentLink | None:
+    """A voided pay-by-link payment cannot be paid: its link, if still active, is cancelled.
+
+    The caller holds the payment's lock (payment first, then link, as a capture
+    takes them); the void's audit event records the link it cancelled.
+    """
+    if payment.method != PaymentMethod.PAY_BY_LINK:
+        return None
+    link = (
+        PaymentLink.objects.select_for_update()
+        .filter(payment=payment, status=PaymentLink.Status.ACTIVE)
+        .first()
+    )
+    if link is None:
+        return None
+    link.status = PaymentLink.Status.CANCELLED
+    link.save(update_fields=["status"])
+    return link
 
 
 @transaction.atomic
@@ -822,6 +861,40 @@ def tender_record_received(*, payment_id, actor: Actor) -> Outcome:
     return payment_capture(payment_id=payment.id, actor=actor)
 
 
+@transaction.atomic
+def offline_payment_record(
+    *,
+    actor: Actor,
+    practice: Practice,
+    site: Site,
+    patient: Patient,
+    target_type: str,
+    target_id: str,
+    amount,
+    method: str,
+    pms_invoice_ref: str = "",
+) -> Payment:
+    """Cash or a voucher taken at the desk: created and captured together, or not at all."""
+    if method not in OFFLINE_METHODS:
+        raise PaymentError(
+            "Only cash and voucher tenders are recorded by staff.",
+            code="method_not_allowed",
+            field="method",
+        )
+    payment = payment_create(
+        actor=actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=target_type,
+        target_id=target_id,
+        amount=amount,
+        method=method,
+        pms_invoice_ref=pms_invoice_ref,
+    )
+    return tender_record_received(payment_id=payment.id, actor=actor).payment
+
+
 # --- Split payments ----------------------------------------------------------
 
 
@@ -894,6 +967,147 @@ def split_remaining(split: SplitPayment) -> Decimal:
     return split.amount_due - captured
 
 
+def split_uncovered(split: SplitPayment) -> Decimal:
+    """What no live tender covers: the amount of failed (not retried) and voided tenders.
+
+    A replacement tender or a retry may cover at most this, so a split is never overpaid.
+    """
+    live = (
+        Payment.objects.filter(split=split)
+        .exclude(state__in=[S.FAILED, S.VOIDED])
+        .aggregate(total=Sum("amount"))["total"]
+    )
+    return split.amount_due - (live or Decimal("0"))
+
+
+def _require_open_split(split: SplitPayment) -> None:
+    if split.status != SplitPayment.Status.OPEN:
+        raise InvalidTransition(f"This split payment is {split.get_status_display().lower()}.")
+
+
+def _audit_split(split: SplitPayment, actor: Actor, event_type, **fields) -> None:
+    audit_record(
+        event_type=event_type,
+        practice_id=split.practice_id,
+        actor=actor,
+        site_id=split.site_id,
+        subject_type="split",
+        subject_id=str(split.id),
+        currency=split.currency,
+        target_type=split.target_type,
+        target_id=split.target_id,
+        **fields,
+    )
+
+
+@transaction.atomic
+def split_add_tender(
+    *, split_id, actor: Actor, method: str, amount, terminal: Terminal | None = None
+) -> Payment:
+    """A new tender on an open split, e.g. in place of a voided one; never beyond what is uncovered."""
+    split = lock_split(split_id)
+    _require_open_split(split)
+    amount = money(amount)
+    uncovered = split_uncovered(split)
+    if amount > uncovered:
+        raise PaymentError(
+            f"The tenders would add up to more than {split.amount_due}: "
+            f"at most {max(uncovered, Decimal('0'))} is not covered by a live tender.",
+            code="split_overpaid",
+            field="amount",
+        )
+    payment = payment_create(
+        actor=actor,
+        practice=split.practice,
+        site=split.site,
+        patient=split.patient,
+        target_type=split.target_type,
+        target_id=split.target_id,
+        pms_invoice_ref=split.pms_invoice_ref,
+        amount=amount,
+        method=method,
+        terminal=terminal,
+        split=split,
+    )
+    _audit_split(
+        split,
+        actor,
+        EventType.SPLIT_TENDER_ADDED,
+        payment_id=payment.id,
+        amount=amount,
+        method=method,
+        payload={"payment_id": str(payment.id), "uncovered_before": str(uncovered)},
+    )
+    return payment
+
+
+@dataclass(frozen=True)
+class SplitCancellation:
+    split: SplitPayment
+    voided: list[Payment]
+    refunds: list[RefundResult]
+
+
+@transaction.atomic
+def split_cancel(*, split_id, actor: Actor, reason_code: str, notes: str = "") -> SplitCancellation:
+    """Give up on an open split: void the tenders not yet captured, refund the captured ones.
+
+    Needs the void permission (and the refund permission when a tender was
+    captured; a refund above the threshold waits for an approver as always).
+    A settled split is not cancelled: its tenders are refunded one by one.
+    """
+    tender_ids = list(Payment.objects.filter(split_id=split_id).values_list("pk", flat=True))
+    lock_payments(tender_ids)  # the payment path's order: payments, then the split
+    split = lock_split(split_id)
+    if actor.kind == "staff":
+        access.require(
+            actor.user, Perm.ISSUE_VOID, practice_id=split.practice_id, site_id=split.site_id
+        )
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot cancel split payments.", code="permission_denied")
+    reason_code = _reason(reason_code)
+    _require_open_split(split)
+    tenders = list(lock_payments(Payment.objects.filter(split=split).values_list("pk", flat=True)))
+    voided, refunds = [], []
+    for tender in tenders:
+        if tender.state in PRE_CAPTURE_STATES:
+            voided.append(
+                payment_void(
+                    payment_id=tender.id,
+                    actor=actor,
+                    reason_code=reason_code,
+                    notes=f"Split cancelled. {notes}".strip(),
+                ).payment
+            )
+        elif tender.state in REFUNDABLE_STATES and tender.captured_amount > _reserved_refunds(
+            tender
+        ):
+            refunds.append(
+                refund_request(
+                    payment_id=tender.id,
+                    actor=actor,
+                    reason_code=reason_code,
+                    notes=f"Split cancelled. {notes}".strip(),
+                )
+            )
+    split.status = SplitPayment.Status.CANCELLED
+    split.save(update_fields=["status"])
+    _audit_split(
+        split,
+        actor,
+        EventType.SPLIT_CANCELLED,
+        amount=split.amount_due,
+        reason_code=reason_code,
+        payload={
+            "notes": notes,
+            "voided": [str(p.id) for p in voided],
+            "refunds": [str(r.refund.id) for r in refunds if r.refund],
+            "approvals": [str(r.approval.id) for r in refunds if r.approval],
+        },
+    )
+    return SplitCancellation(split=split, voided=voided, refunds=refunds)
+
+
 def _settle_split_if_complete(split_id, actor: Actor) -> None:
     split = lock_split(split_id)
     if split.status != SplitPayment.Status.OPEN:
@@ -943,8 +1157,18 @@ def _reserved_refunds(payment: Payment) -> Decimal:
 
 
 def _needs_approval(payment: Payment, amount: Decimal) -> bool:
+    """Above the threshold counting everything refunded on the payment, not this refund alone.
+
+    Refunds made or pending and refunds waiting for approval count with this
+    one, so four refunds of 250 cannot return 1,000 past a 250 threshold.
+    """
     threshold = payment.practice.refund_approval_threshold
-    return threshold is not None and amount > threshold
+    if threshold is None:
+        return False
+    awaiting = payment.approvals.filter(status=ApprovalRequest.Status.PENDING).aggregate(
+        total=Sum("amount")
+    )["total"] or Decimal("0")
+    return _reserved_refunds(payment) + awaiting + amount > threshold
 
 
 @transaction.atomic
@@ -1084,6 +1308,7 @@ def refund_fail(*, refund_id, actor: Actor, reason: str) -> Refund:
     refund.failure_reason = reason[:255]
     refund.completed_at = timezone.now()
     refund.save(update_fields=["status", "failure_reason", "completed_at"])
+    events.on_refund_failed(payment, refund)
     _audit(
         payment,
         actor,
@@ -1249,6 +1474,74 @@ def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
         },
     )
     return payment
+
+
+@transaction.atomic
+def payment_set_invoice_ref(*, payment_id, actor: Actor, pms_invoice_ref: str) -> list[Payment]:
+    """Add the PMS invoice reference to a commerce order once it is fulfilled (§3.1, §13.2.2).
+
+    A Product Shop order is paid before the PMS has an invoice for it. The
+    reference is recorded on every payment (and split) of the order that has
+    none yet; one already given is not changed. Nothing is written back to the
+    PMS again: later writebacks (a refund) carry the reference.
+    """
+    reference = (pms_invoice_ref or "").strip()
+    if not reference or len(reference) > 64:
+        raise PaymentError(
+            "Enter the PMS invoice reference (at most 64 characters).",
+            code="invalid_reference",
+            field="pms_invoice_ref",
+        )
+    payment = Payment.objects.filter(pk=payment_id).first()
+    if payment is None:
+        raise NotFound("No such payment.")
+    # Every payment of the order, locked in primary-key order (this one among them).
+    order = lock_payments(
+        Payment.objects.filter(
+            practice_id=payment.practice_id,
+            target_type=payment.target_type,
+            target_id=payment.target_id,
+        ).values_list("pk", flat=True)
+    )
+    payment = next(p for p in order if p.pk == payment.pk)
+    if actor.kind == "staff":
+        access.require(
+            actor.user,
+            Perm.INITIATE_PAYMENT,
+            practice_id=payment.practice_id,
+            site_id=payment.site_id,
+        )
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot set invoice references.", code="permission_denied")
+    if payment.target_type != TargetType.COMMERCE_ORDER:
+        raise PaymentError(
+            "Only a commerce order gets its invoice reference after payment.",
+            code="invalid_target",
+            field="pms_invoice_ref",
+        )
+    if payment.pms_invoice_ref:
+        if payment.pms_invoice_ref == reference:
+            return []
+        raise InvalidTransition(
+            f"This order already has the invoice reference {payment.pms_invoice_ref}."
+        )
+    changed = [p for p in order if not p.pms_invoice_ref]
+    split_ids = sorted({p.split_id for p in changed if p.split_id}, key=str)
+    for split_id in split_ids:
+        lock_split(split_id)
+    SplitPayment.objects.filter(pk__in=split_ids, pms_invoice_ref="").update(
+        pms_invoice_ref=reference
+    )
+    for each in changed:
+        each.pms_invoice_ref = reference
+        each.save(update_fields=["pms_invoice_ref", "updated_at"])
+        _audit(
+            each,
+            actor,
+            EventType.PAYMENT_INVOICE_REF_SET,
+            payload={"pms_invoice_ref": reference, "commerce_order": each.target_id},
+        )
+    return changed
 
 
 @transaction.atomic

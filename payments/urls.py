@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from payments.portal import back_office, drawer, payment_actions, views
+from payments.portal import amendments, back_office, deposits, drawer, payment_actions, views
 
 app_name = "portal"
 
@@ -14,6 +14,11 @@ urlpatterns = [
     path("payments/<uuid:payment_id>/refund/", views.payment_refund, name="payment_refund"),
     path("payments/<uuid:payment_id>/void/", views.payment_void, name="payment_void"),
     path("payments/<uuid:payment_id>/retry/", views.payment_retry, name="payment_retry"),
+    path(
+        "payments/<uuid:payment_id>/invoice-ref/",
+        amendments.payment_invoice_ref,
+        name="payment_invoice_ref",
+    ),
     path(
         "payments/<uuid:payment_id>/receipt/",
         payment_actions.receipt_send,
@@ -38,6 +43,9 @@ urlpatterns = [
     path("patients/<uuid:patient_id>/pay/", drawer.drawer, name="drawer"),
     path("patients/<uuid:patient_id>/split/", drawer.split_new, name="split_new"),
     path("splits/<uuid:split_id>/", drawer.split_detail, name="split"),
+    path("splits/<uuid:split_id>/cancel/", amendments.split_cancel, name="split_cancel"),
+    path("deposits/", deposits.deposits, name="deposits"),
+    path("deposits/<uuid:deposit_id>/", deposits.deposit_detail, name="deposit"),
     path(
         "splits/<uuid:split_id>/tenders/<uuid:payment_id>/",
         drawer.split_tender_action,

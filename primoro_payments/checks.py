@@ -31,6 +31,7 @@ REQUIRED_SECRETS = (
     "DNA_TERMINAL_WEBHOOK_SECRET",
     "GOCARDLESS_ACCESS_TOKEN",
     "GOCARDLESS_WEBHOOK_SECRET",
+    "METRICS_TOKEN",
     "FIELD_ENCRYPTION_KEYS",
 )
 
@@ -118,14 +119,6 @@ def _field_keys() -> list[Error]:
 
 def _advice() -> list[Warning]:
     found = []
-    if not getattr(settings, "METRICS_TOKEN", ""):
-        found.append(
-            Warning(
-                "METRICS_TOKEN is empty: /metrics answers anyone who can reach it.",
-                hint="Set METRICS_TOKEN, or keep /metrics off the public network.",
-                id="primoro.W001",
-            )
-        )
     if getattr(settings, "RETENTION_FINANCIAL_YEARS", 6) < 6:
         found.append(
             Warning(

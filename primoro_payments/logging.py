@@ -16,7 +16,7 @@ import uuid
 
 import structlog
 
-from primoro_payments.pan import redact_card_numbers, redact_value
+from primoro_payments.pan import contains_card_number, redact_card_numbers, redact_value
 
 REQUEST_ID_HEADER = "X-Request-ID"
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -34,8 +34,8 @@ class _RedactingFormatter(structlog.stdlib.ProcessorFormatter):
         return redact_card_numbers(super().format(record))
 
 
-def configure(*, level: str = "INFO", fmt: str = "json") -> None:
-    shared = [
+def _shared_processors() -> list:
+    return [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
@@ -44,45 +44,56 @@ def configure(*, level: str = "INFO", fmt: str = "json") -> None:
         structlog.processors.format_exc_info,
         redact_card_data,
     ]
-    renderer = (
-        structlog.dev.ConsoleRenderer(colors=False)
-        if fmt == "console"
-        else structlog.processors.JSONRenderer(sort_keys=True, default=str)
-    )
+
+
+def _renderer(fmt: str):
+    if fmt == "console":
+        return structlog.dev.ConsoleRenderer(colors=False)
+    return structlog.processors.JSONRenderer(sort_keys=True, default=str)
+
+
+def logging_config(*, level: str = "INFO", fmt: str = "json") -> dict:
+    """The stdlib logging configuration: one console handler with the redacting formatter.
+
+    Also given to gunicorn (primoro_payments/gunicorn_conf.py), so its access and
+    error lines pass through the same redaction as ours.
+    """
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {
+            "structured": {
+                "()": _RedactingFormatter,
+                "processors": [
+                    structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    _renderer(fmt),
+                ],
+                "foreign_pre_chain": [structlog.stdlib.ExtraAdder(), *_shared_processors()],
+            }
+        },
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
+        "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            "django.server": {"level": "WARNING"},
+            "django.db.backends": {"level": "WARNING"},
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
+        },
+    }
+
+
+def configure(*, level: str = "INFO", fmt: str = "json") -> None:
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *shared,
+            *_shared_processors(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    logging.config.dictConfig(
-        {
-            "version": 1,
-            "disable_existing_loggers": False,
-            "formatters": {
-                "structured": {
-                    "()": _RedactingFormatter,
-                    "processors": [
-                        structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-                        renderer,
-                    ],
-                    "foreign_pre_chain": [structlog.stdlib.ExtraAdder(), *shared],
-                }
-            },
-            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "structured"}},
-            "root": {"handlers": ["console"], "level": level},
-            "loggers": {
-                "django.server": {"level": "WARNING"},
-                "django.db.backends": {"level": "WARNING"},
-                "httpx": {"level": "WARNING"},
-                "httpcore": {"level": "WARNING"},
-            },
-        }
-    )
+    logging.config.dictConfig(logging_config(level=level, fmt=fmt))
 
 
 def new_request_id() -> str:
@@ -90,8 +101,13 @@ def new_request_id() -> str:
 
 
 def clean_request_id(candidate: str | None) -> str:
-    """Accept a caller's request id only if it is short and plain; otherwise make one."""
-    if candidate and _VALID_REQUEST_ID.match(candidate):
+    """Accept a caller's request id only if it is short, plain and not a card number.
+
+    Anything else is replaced, never refused: a proxy's request id that happened
+    to look like a card number must not turn the request away, and the value is
+    then neither logged, stored in audit events, echoed nor put on task messages.
+    """
+    if candidate and _VALID_REQUEST_ID.match(candidate) and not contains_card_number(candidate):
         return candidate
     return new_request_id()
 

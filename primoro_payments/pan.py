@@ -13,16 +13,22 @@ from collections.abc import Iterator
 # 13-19 digits, each optionally followed by one space or dash, not touching
 # another digit on either side.
 _CANDIDATE = re.compile(r"(?<!\d)\d(?:[ -]?\d){12,18}(?!\d)")
-# A UUID whose dash-separated groups happen to be all digits is not a card
-# number (about 1 in 450 random UUIDs would otherwise look like one).
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+# Identifiers that are not card numbers even when a digit run inside them looks
+# like one: a UUID whose dash-separated groups happen to be all digits (about 1
+# in 450 random UUIDs), and a hex string of 32 or more characters (a digest, a
+# uuid4().hex request id or idempotency key: about 1 in 500 would otherwise
+# look like one, and be refused or mangled in the logs).
+_IDENTIFIER = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|[0-9a-fA-F]{32,}"
+)
 REDACTED = "[REDACTED-PAN]"
 
 
-def _in_uuid(match: re.Match, text: str) -> bool:
+def _in_identifier(match: re.Match, text: str) -> bool:
     return any(
         start < match.end() and match.start() < end
-        for start, end in (found.span() for found in _UUID.finditer(text))
+        for start, end in (found.span() for found in _IDENTIFIER.finditer(text))
     )
 
 
@@ -44,7 +50,7 @@ def _card_like(match: str) -> bool:
 def iter_card_numbers(text: str) -> Iterator[str]:
     """Yield each card-number-like run in `text` (as written, separators kept)."""
     for match in _CANDIDATE.finditer(text):
-        if _card_like(match.group()) and not _in_uuid(match, text):
+        if _card_like(match.group()) and not _in_identifier(match, text):
             yield match.group()
 
 
@@ -57,7 +63,8 @@ def redact_card_numbers(text: str) -> str:
     if not any(ch.isdigit() for ch in text):
         return text
     return _CANDIDATE.sub(
-        lambda m: REDACTED if _card_like(m.group()) and not _in_uuid(m, text) else m.group(), text
+        lambda m: REDACTED if _card_like(m.group()) and not _in_identifier(m, text) else m.group(),
+        text,
     )
 
 

@@ -47,6 +47,7 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "primoro_payments.logging.RequestIdMiddleware",
+    "primoro_payments.api_errors.ApiJsonErrorsMiddleware",  # errors under /api/ are JSON
     "primoro_payments.pan_guard.PanGuardMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -322,6 +323,7 @@ API_THROTTLE_RATES = {
         "pay_ip": "60/min",
         "link": "120/min",
         "staff": "600/min",
+        "patient_auth_failure": "30/min",  # failed patient tokens per client IP
     }.items()
 }
 IDEMPOTENCY_KEY_TTL_HOURS = env.int("IDEMPOTENCY_KEY_TTL_HOURS", default=24)
@@ -403,7 +405,11 @@ RETENTION_AUDIT_YEARS = env.int("RETENTION_AUDIT_YEARS", default=RETENTION_FINAN
 
 # --- Logging (structlog JSON; see primoro_payments/logging.py) -------------
 
-METRICS_TOKEN = env.str("METRICS_TOKEN", default="")  # empty: /metrics open (keep it internal)
+# /metrics answers only `Authorization: Bearer <METRICS_TOKEN>`. Required in production;
+# in development an unset token leaves /metrics open.
+METRICS_TOKEN = (
+    env.str("METRICS_TOKEN", default="") if DEBUG else secret("METRICS_TOKEN", debug=False)
+)
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")  # json | console

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Random secrets for `docker compose up`, written once to .local/compose-secrets/
-# (git-ignored; existing files are kept). Compose mounts them as Docker secrets
+# (git-ignored; existing files are kept; COMPOSE_SECRETS_DIR names another place).
+# One file per secret the production settings require (tests/test_compose.py). Compose mounts them as Docker secrets
 # under /run/secrets/ and the app reads them through the NAME_FILE convention.
 #
 # Compose bind-mounts secret files with their host permissions, and the app runs
@@ -9,11 +10,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DIR=.local/compose-secrets
+DIR=${COMPOSE_SECRETS_DIR:-.local/compose-secrets}
 mkdir -p "$DIR"
 chmod 700 "$DIR"
 
 random() { python3 -c 'import secrets; print(secrets.token_hex(32))'; }
+# A Fernet key, as FIELD_ENCRYPTION_KEYS expects (docs/security.md, key rotation).
+fernet_key() { python3 -c 'import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())'; }
 
 write() {
     local name=$1 value=$2
@@ -29,6 +32,10 @@ write() {
 write secret_key "$(random)"
 write postgres_password "$(random)"
 write database_url "postgres://primoro:$(cat "$DIR/postgres_password")@postgres:5432/primoro"
+write field_encryption_keys "$(fernet_key)"
+write metrics_token "$(random)"
 write dna_client_secret "$(random)"
+write dna_terminal_api_key "$(random)"
 write dna_terminal_webhook_secret "$(random)"
+write gocardless_access_token "$(random)"
 write gocardless_webhook_secret "$(random)"

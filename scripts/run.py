@@ -5,7 +5,7 @@ Redis are there (the embedded ones under `.local/` unless DATABASE_URL /
 REDIS_URL are set), applies migrations, loads the demo data, then starts and
 watches:
 
-- web: gunicorn, the same server as production, on 127.0.0.1:$PORT (8000);
+- web: gunicorn, the same server and config as production, on 127.0.0.1:$PORT (8000);
 - worker: Celery on every queue; beat: Celery's scheduler;
 - the entries of EXTRA_COMMANDS whose module exists (provider simulators).
 
@@ -141,6 +141,19 @@ def prepare_environment(environ: dict[str, str]) -> None:
     environ.setdefault("PORT", "8000")
     environ.setdefault("LOG_FORMAT", "console")
     environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def prepare_metrics_dir(environ, local_dir: Path) -> Path:
+    """One PROMETHEUS_MULTIPROC_DIR for web and worker, emptied: each run counts from zero.
+
+    Only prometheus_client's own files (*.db) are removed, so a directory given
+    explicitly is never wiped of anything else (docs/runbook.md, "Metrics").
+    """
+    path = Path(environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(local_dir / "prometheus")))
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
 
 
 def _configured(environ, name: str) -> bool:
@@ -403,8 +416,9 @@ def build_children(port: int, local_dir: Path) -> list[Child]:
             "web",
             [
                 *(PYTHON, "-m", "gunicorn", "primoro_payments.wsgi"),
+                *("--config", "python:primoro_payments.gunicorn_conf"),
                 *("--bind", f"127.0.0.1:{port}", "--workers", "2"),
-                *("--graceful-timeout", "5", "--timeout", "60", "--access-logfile", "-"),
+                *("--graceful-timeout", "5", "--timeout", "60"),
                 "--no-control-socket",  # several servers may share this machine's home dir
             ],
         ),
@@ -472,6 +486,7 @@ def main() -> int:
 
         local_dir = localservices.LOCAL_DIR
         local_dir.mkdir(parents=True, exist_ok=True)
+        prepare_metrics_dir(environ, local_dir)
         supervisor = Supervisor(build_children(port, local_dir), port)
         return supervisor.run(on_ready=lambda: _print_banner(port, environ))
     except StopRequested:

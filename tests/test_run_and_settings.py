@@ -26,6 +26,7 @@ PROVIDER_SECRETS = (
     "DNA_TERMINAL_WEBHOOK_SECRET",
     "GOCARDLESS_ACCESS_TOKEN",
     "GOCARDLESS_WEBHOOK_SECRET",
+    "METRICS_TOKEN",  # not a provider's either: /metrics is closed in production
     "FIELD_ENCRYPTION_KEYS",  # not a provider's, required all the same (docs/security.md)
 )
 
@@ -263,7 +264,22 @@ def test_run_supervises_web_worker_and_beat_on_every_queue(tmp_path):
 
     assert children["web"][1:4] == ["-m", "gunicorn", "primoro_payments.wsgi"]
     assert "127.0.0.1:8123" in children["web"]
+    web = children["web"]
+    assert web[web.index("--config") + 1] == "python:primoro_payments.gunicorn_conf"
     worker = children["worker"]
     assert worker[worker.index("-Q") + 1] == "webhooks,outbox,writeback,default"
     beat = children["beat"]
     assert beat[beat.index("--schedule") + 1] == str(tmp_path / "celerybeat-schedule")
+
+
+def test_run_gives_web_and_worker_one_emptied_metrics_directory(tmp_path):
+    run = _run_script()
+    environ: dict[str, str] = {}
+    first = run.prepare_metrics_dir(environ, tmp_path)
+    (first / "counter_123.db").write_bytes(b"old counts")
+    (first / "notes.txt").write_text("not ours")
+
+    again = run.prepare_metrics_dir(environ, tmp_path)
+
+    assert environ["PROMETHEUS_MULTIPROC_DIR"] == str(tmp_path / "prometheus") == str(again)
+    assert sorted(path.name for path in again.iterdir()) == ["notes.txt"]

@@ -23,7 +23,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Protocol
 
 from django.db.models import Q, QuerySet
@@ -69,12 +69,27 @@ class Cursor:
         try:
             raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
             at, source, key = json.loads(raw)
-            parsed = parse_datetime(at)
+            parsed = aware_utc(at)
         except (ValueError, TypeError):
             raise ValueError("Invalid cursor.") from None
-        if parsed is None or parsed.tzinfo is None or not isinstance(source, str):
+        if parsed is None or not isinstance(source, str):
             raise ValueError("Invalid cursor.")
         return cls(at=parsed, source=source, key=str(key))
+
+
+def aware_utc(text: str) -> datetime | None:
+    """An ISO 8601 time with its offset, as UTC; None if it is not one or cannot be in UTC.
+
+    PostgreSQL takes offsets up to ±15:59 only, and a time near year 1 may not
+    exist in UTC: both would otherwise fail in the query.
+    """
+    try:
+        value = parse_datetime(text)
+        if value is None or value.tzinfo is None:
+            return None
+        return value.astimezone(UTC)
+    except (ValueError, OverflowError):  # well-formed but impossible, e.g. month 13
+        return None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from integrations.inbound.inputs import (
     validated,
 )
 from payments import services
-from payments.models import Payment, PaymentMethod, TargetType
+from payments.errors import InvalidTransition
+from payments.models import Payment, PaymentMethod, PaymentState, TargetType
 from practices.models import Practice
 
 ACTOR = Actor.system("acp_finance_centre")
@@ -191,7 +192,28 @@ class UsageCharge(serializers.Serializer):
 
 @transaction.atomic
 def usage_charge_create(*, place, usage_reference: str, amount, payment_profile_id, description):
-    """A usage charge on the card on file: a payment request paid from the profile."""
+    """A usage charge on the card on file: a payment request paid from the profile.
+
+    One live payment per usage reference: a second charge for the same usage
+    (however it is sent) is refused unless the first failed or was voided.
+    """
+    # One practice's usage charges are started one at a time, so the check
+    # below cannot race another charge for the same reference.
+    Practice.objects.select_for_update().get(pk=place.practice.pk)
+    live = (
+        Payment.objects.filter(
+            practice=place.practice,
+            target_type=TargetType.PAYMENT_REQUEST,
+            target_id=usage_reference,
+        )
+        .exclude(state__in=[PaymentState.FAILED, PaymentState.VOIDED])
+        .first()
+    )
+    if live is not None:
+        raise InvalidTransition(
+            f"Usage {usage_reference} already has a payment "
+            f"({live.get_state_display().lower()}): it is not charged twice.",
+        )
     payment = services.payment_create(
         actor=ACTOR,
         practice=place.practice,

@@ -22,17 +22,15 @@ class CreditApply(serializers.Serializer):
     credit_amount = MoneyField()
     redemption_reference = reference()
     practice_id = serializers.UUIDField(
-        required=False, help_text="When given, the payment must belong to this practice."
+        help_text="The practice the payment belongs to; another practice's payment is not found."
     )
 
 
 def credit_apply(body: dict) -> Answer:
     data = validated(CreditApply, body)
-    payments = Payment.objects.filter(pk=data["payment_id"])
-    if "practice_id" in data:
-        payments = payments.filter(practice_id=data["practice_id"])
-    if not payments.exists():
-        raise NotFound("No such payment.")
+    # Scoped to the practice named: Rewards Manager reaches no other practice's payment.
+    if not Payment.objects.filter(pk=data["payment_id"], practice_id=data["practice_id"]).exists():
+        raise NotFound("No such payment at this practice.")
     payment = services.payment_apply_rewards_credit(
         payment_id=data["payment_id"],
         actor=ACTOR,

@@ -78,6 +78,24 @@ def _money(value: str | None) -> Decimal | None:
         return None
 
 
+def fallback_task_key(message_id) -> str:
+    """The de-duplication key of a writeback's fallback task: one task per writeback."""
+    return f"task:pms_fallback:{message_id}"
+
+
+def fallen_back(message_ids) -> set:
+    """The writebacks among these whose fallback task exists: staff record those by hand.
+
+    Such a row is never sent to the PMS again: the task may already have been
+    done, and a second, automatic entry would count the money twice.
+    """
+    keys = {fallback_task_key(pk): pk for pk in message_ids}
+    found = OutboxMessage.objects.filter(dedupe_key__in=list(keys)).values_list(
+        "dedupe_key", flat=True
+    )
+    return {keys[key] for key in found}
+
+
 def _create_fallback(message: OutboxMessage, reason: str) -> tuple[OutboxMessage, bool]:
     """The Task Manager task for doing this writeback by hand; one per writeback message."""
     payload = message.payload
@@ -85,7 +103,7 @@ def _create_fallback(message: OutboxMessage, reason: str) -> tuple[OutboxMessage
     currency = payload.get("currency") or ""
     kind = writeback_kind(message.event_type)
     target = payload.get("billable_target") or {}
-    dedupe_key = f"task:pms_fallback:{message.pk}"
+    dedupe_key = fallback_task_key(message.pk)
     task = outbox_enqueue(
         destination=Destination.TASK_MANAGER,
         event_type="task.create",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from rest_framework import authentication, exceptions, permissions
 
 from audit.actors import Actor
+from payments.api.throttling import PatientAuthFailureThrottle
 from payments.api.tokens import InvalidPatientToken, patient_from_token, staff_user_for_token
 from practices import access
 from practices.models import Patient
@@ -54,9 +55,13 @@ class PatientJWTAuthentication(authentication.BaseAuthentication):
         token = _bearer(request)
         if token is None:
             return None
+        failures = PatientAuthFailureThrottle()
+        if failures.blocked(request):
+            raise exceptions.Throttled(wait=failures.wait())
         try:
             patient, claims = patient_from_token(token)
         except InvalidPatientToken as error:
+            failures.record_failure(request)
             raise exceptions.AuthenticationFailed(str(error)) from None
         return PatientPrincipal(patient=patient, claims=claims), claims
 

@@ -73,20 +73,44 @@ _EXAMPLES = {
 }
 
 
+def error(description: str, examples: list | None = None) -> OpenApiResponse:
+    """One error response with the {"code","message","field"?} body."""
+    return OpenApiResponse(
+        response=ErrorSerializer, description=description, examples=examples or []
+    )
+
+
 def errors(*statuses: int) -> dict:
-    """Error responses, all with the {"code","message","field"?} body."""
+    """Error responses of the patient, link and staff API, with their usual meaning."""
     return {
-        status: OpenApiResponse(
-            response=ErrorSerializer,
-            description=_MESSAGES[status],
-            examples=[
-                OpenApiExample(f"error {status}", value=_EXAMPLES[status], status_codes=[status])
-            ]
+        status: error(
+            _MESSAGES[status],
+            [OpenApiExample(f"error {status}", value=_EXAMPLES[status], status_codes=[status])]
             if status in _EXAMPLES
-            else [],
+            else None,
         )
         for status in statuses
     }
+
+
+# Security schemes of the endpoints outside DRF authentication (their views check them),
+# added to the schema's components by payments.api.urls.SCHEMA_SETTINGS.
+SECURITY_SCHEMES = {
+    "moduleSignature": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Primoro-Signature",
+        "description": '`t=<unix seconds>,v1=<hex HMAC-SHA256(module secret, "<t>.<event id>." '
+        "+ raw body)>`, with the calling module's INBOUND_<MODULE>_SECRET and the "
+        "X-Primoro-Event-Id sent; at most 300 s old. See docs/contracts.md.",
+    },
+    "guardianToken": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "The AI Guardian's read-only token (GUARDIAN_API_TOKEN); accepted "
+        "nowhere else.",
+    },
+}
 
 
 IDEMPOTENCY_KEY = OpenApiParameter(

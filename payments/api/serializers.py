@@ -241,6 +241,12 @@ class CollectionInputSerializer(serializers.Serializer):
         help_text="For method=pay_by_link: the first delivery channel (app, then email, then SMS).",
     )
     pms_invoice_ref = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    due_at = serializers.DateTimeField(
+        required=False,
+        help_text="For method=pay_by_link, optional: when the payment is due (ISO 8601 with "
+        "offset, in the future). Unpaid after it, it becomes an overdue balance and the "
+        "patient is reminded on the practice's schedule.",
+    )
 
 
 class StaffLinkSerializer(serializers.Serializer):
@@ -268,6 +274,7 @@ class StaffPaymentSerializer(serializers.Serializer):
     target_type = serializers.ChoiceField(choices=TargetType.choices)
     target_id = serializers.CharField()
     pms_invoice_ref = serializers.CharField(allow_blank=True)
+    due_at = serializers.DateTimeField(allow_null=True)
     initiated_by = serializers.CharField(source="initiated_by_label")
     provider_reference = serializers.CharField(allow_blank=True)
     failure_code = serializers.CharField(allow_blank=True)

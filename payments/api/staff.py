@@ -58,8 +58,6 @@ def _site(user, patient: Patient, site_id) -> Site:
 
 
 def _terminal(site: Site, terminal_id) -> Terminal:
-    if terminal_id is None:
-        raise PaymentError("Choose a terminal.", code="terminal_required", field="terminal_id")
     terminal = Terminal.objects.filter(pk=terminal_id, site=site, active=True).first()
     if terminal is None:
         raise PaymentError(
@@ -119,27 +117,26 @@ class CollectionView(StaffView):
         user = request.user
         patient = _patient(user, data["patient_id"])
         site = _site(user, patient, data["site_id"])
-        common = dict(
-            actor=Actor.staff(user),
-            practice=patient.practice,
-            site=site,
-            patient=patient,
-            target_type=data["target_type"],
-            target_id=data["target_id"],
-            amount=data["amount"],
-            pms_invoice_ref=data.get("pms_invoice_ref", ""),
-        )
-        if data["method"] == s.CollectionMethod.TERMINAL:
-            terminal = _terminal(site, data.get("terminal_id"))
-            payment = flows.terminal_payment_start(terminal=terminal, **common)
-        else:
-            if data.get("terminal_id"):
-                raise PaymentError(
-                    "Only terminal payments use a terminal.",
-                    code="invalid_terminal",
-                    field="terminal_id",
-                )
-            payment = flows.pay_by_link_issue(channel=data["channel"], **common).link.payment
+        terminal_id = data.get("terminal_id")
+        try:
+            payment = flows.collection_start(
+                actor=Actor.staff(user),
+                practice=patient.practice,
+                site=site,
+                patient=patient,
+                target_type=data["target_type"],
+                target_id=data["target_id"],
+                amount=data["amount"],
+                method=data["method"],
+                terminal=_terminal(site, terminal_id) if terminal_id else None,
+                channel=data["channel"],
+                pms_invoice_ref=data.get("pms_invoice_ref", ""),
+                due_at=data.get("due_at"),
+            )
+        except PaymentError as error:
+            if error.field == "terminal":  # the domain's name for what this API calls terminal_id
+                error.field = "terminal_id"
+            raise
         return Response(_payment_out(payment.id, user), status=201)
 
 

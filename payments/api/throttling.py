@@ -1,5 +1,8 @@
 """Rate limits per patient, per staff member and per client IP, counted in the Redis cache.
 
+The public /pay/ pages (payments.links) use the same throttles through
+`throttle_wait`, so a link's page and its API share one budget per address.
+
 Rates come from API_THROTTLE_RATES (settings; `API_THROTTLE_<SCOPE>` in the
 environment). The client IP is REMOTE_ADDR unless API_NUM_PROXIES says how many
 trusted proxies append to X-Forwarded-For: a client cannot pick its own IP by
@@ -77,9 +80,50 @@ class LinkThrottle(PayIpThrottle):
     scope = "link"
 
 
+class PatientAuthFailureThrottle(_Throttle):
+    """Failed patient bearer tokens, per client IP: guessing or replaying tokens is slowed.
+
+    Only failures count (`record_failure`); once an address is over the limit,
+    every patient token it sends is refused with 429 before being checked.
+    """
+
+    scope = "patient_auth_failure"
+
+    def get_cache_key(self, request, view):
+        return self.cache_format_key(client_ip(request))
+
+    def blocked(self, request) -> bool:
+        """Over the limit, without counting this request."""
+        self.key = self.get_cache_key(request, None)
+        try:
+            history = self.cache.get(self.key, [])
+        except (RedisError, OSError) as error:
+            log.warning("api_throttle_unavailable", scope=self.scope, error=type(error).__name__)
+            return False
+        self.now = self.timer()
+        self.history = [at for at in history if at > self.now - self.duration]
+        return len(self.history) >= self.num_requests
+
+    def record_failure(self, request) -> None:
+        self.allow_request(request, None)
+
+
 class StaffThrottle(_Throttle):
     scope = "staff"
 
     def get_cache_key(self, request, view):
         user = request.user
         return self.cache_format_key(str(user.pk)) if user.is_authenticated else None
+
+
+def throttle_wait(request, throttle_classes) -> int | None:
+    """For pages outside DRF: None if every throttle lets `request` through, else seconds to wait.
+
+    Every throttle counts the request, as DRF's own check does.
+    """
+    waits = []
+    for throttle_class in throttle_classes:
+        throttle = throttle_class()
+        if not throttle.allow_request(request, None):
+            waits.append(throttle.wait() or throttle.duration)
+    return int(max(waits)) + 1 if waits else None

@@ -1,9 +1,14 @@
-"""API URLs: /api/v1/ (patient, pay-by-link, staff), the OpenAPI schema and its UI."""
+"""API URLs: /api/v1/ (patient, pay-by-link, staff), the OpenAPI schema and its UI.
+
+The schema also describes the other /api/v1/ endpoints, mounted by the root URLconf:
+the inbound module triggers and the AI Guardian feed.
+"""
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from payments.api import patient, paylinks, staff
+from payments.api.schema import SECURITY_SCHEMES
 
 v1 = [
     path("patient/balances/", patient.BalanceListView.as_view(), name="api-balances"),
@@ -51,8 +56,9 @@ v1 = [
 
 SCHEMA_SETTINGS = {
     "TITLE": "Primoro Integrated Payments API",
-    "DESCRIPTION": "Patient app, one-time pay-by-link and tablet endpoints. Authentication, "
-    "Idempotency-Key, errors and rate limits: docs/api.md.",
+    "DESCRIPTION": "Patient app, one-time pay-by-link and tablet endpoints (authentication, "
+    "Idempotency-Key, errors and rate limits: docs/api.md), and the signed inbound triggers "
+    "of other Primoro modules and the AI Guardian's read-only feed (docs/contracts.md).",
     "VERSION": "1.0.0",
     "COMPONENT_SPLIT_REQUEST": True,
     "SCHEMA_PATH_PREFIX": r"/api/v1",
@@ -73,16 +79,29 @@ SCHEMA_SETTINGS = {
             "description": "One-time payment links: the token is the credential.",
         },
         {"name": "staff", "description": "The tablet app: staff token or portal session."},
+        {
+            "name": "inbound",
+            "description": "Events from other Primoro modules, HMAC-signed with each module's "
+            "secret.",
+        },
+        {"name": "guardian", "description": "The AI Guardian's read-only feed, its own token."},
     ],
+    "APPEND_COMPONENTS": {"securitySchemes": SECURITY_SCHEMES},
 }
 
 api = [path("api/v1/", include(v1))]
+# Everything the schema describes (the root URLconf mounts the last two itself).
+documented = [
+    *api,
+    path("api/v1/inbound/", include("integrations.inbound.urls")),
+    path("api/v1/guardian/", include("integrations.guardian.urls")),
+]
 
 urlpatterns = [
     *api,
     path(
         "api/schema/",
-        SpectacularAPIView.as_view(urlconf=api, custom_settings=SCHEMA_SETTINGS),
+        SpectacularAPIView.as_view(urlconf=documented, custom_settings=SCHEMA_SETTINGS),
         name="api-schema",
     ),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

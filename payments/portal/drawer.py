@@ -130,29 +130,33 @@ def _take(request, data, patient, sites, terminals):
         amount=data["amount"],
     )
     method = data["method"]
-    if method == "terminal":
+    if method == PaymentMethod.VIRTUAL_TERMINAL:
+        session = flows.virtual_terminal_open(**common)
+        return redirect("portal:virtual_terminal", payment_id=session.payment.id)
+    terminal = None
+    if method == PaymentMethod.TERMINAL:
         terminal = next((t for t in terminals if str(t.id) == data["terminal"]), None)
         if terminal is None or terminal.site_id != site.id:
             raise PaymentError("Choose a terminal at the chosen site.", field="terminal")
-        payment = flows.terminal_payment_start(terminal=terminal, **common)
+    payment = flows.collection_start(
+        method=method,
+        terminal=terminal,
+        channel=data.get("channel") or "app",
+        due_at=data.get("due_at"),
+        **common,
+    )
+    if method == PaymentMethod.TERMINAL:
         messages.info(request, f"Sent to {terminal.label}. Ask the patient to follow the terminal.")
-    elif method == "pay_by_link":
-        issued = flows.pay_by_link_issue(channel=data.get("channel") or "app", **common)
-        payment = issued.link.payment
+    elif method == PaymentMethod.PAY_BY_LINK:
+        link = payment.link
+        due = f" Due by {payment.due_at:%d %b %Y}." if payment.due_at else ""
         messages.success(
             request,
-            f"Payment link queued for sending by {issued.link.get_channel_display()} "
-            f"(Communication Hub sends it). It expires {issued.link.expires_at:%d %b %Y %H:%M} UTC.",
+            f"Payment link queued for sending by {link.get_channel_display()} "
+            f"(Communication Hub sends it). It expires {link.expires_at:%d %b %Y %H:%M} UTC.{due}",
         )
-    elif method == "virtual_terminal":
-        session = flows.virtual_terminal_open(**common)
-        return redirect("portal:virtual_terminal", payment_id=session.payment.id)
-    elif method in OFFLINE_METHODS:
-        payment = services.payment_create(method=method, **common)
-        services.tender_record_received(payment_id=payment.id, actor=actor)
-        messages.success(request, f"{PaymentMethod(method).label} payment recorded.")
     else:
-        raise PaymentError("Choose how the patient is paying.", field="method")
+        messages.success(request, f"{PaymentMethod(method).label} payment recorded.")
     return redirect("portal:payment", payment_id=payment.id)
 
 
@@ -168,14 +172,18 @@ def virtual_terminal(request, payment_id):
     if not access.has_perm(request.user, Perm.USE_VIRTUAL_TERMINAL):
         raise Http404("Not a virtual terminal payment.")
     is_open = payment.state in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION)
+    session = None
+    if is_open:
+        try:
+            session = flows.virtual_terminal_session(
+                payment=payment, actor=Actor.staff(request.user)
+            )
+        except PaymentError as error:  # e.g. DNA unreachable: say so, reload to try again
+            messages.error(request, error.message)
     context = _detail_context(request, payment)
     context.update(
         {
-            "session": (
-                flows.virtual_terminal_session(payment=payment, actor=Actor.staff(request.user))
-                if is_open
-                else None
-            ),
+            "session": session,
             "open": is_open,
             "recording_muted": payment.practice.telephony_enabled,
         }
@@ -264,6 +272,8 @@ def _split_context(split: SplitPayment) -> dict:
         .annotate(has_retry=Exists(Payment.objects.filter(retry_of=OuterRef("pk"))))
         .order_by("created_at")
     )
+    for t in tenders:
+        t.can_retry = not t.has_retry and flows.retry_available(t)
     remaining = services.split_remaining(split)
     shown = "|".join([split.status, str(remaining), *(f"{t.id}={t.state}" for t in tenders)])
     return {
@@ -314,10 +324,7 @@ def split_tender_action(request, split_id, payment_id):
         elif action == "send" and tender.method == PaymentMethod.TERMINAL:
             flows.terminal_payment_send(payment_id=tender.id, actor=actor)
         elif action == "retry" and tender.state == S.FAILED:
-            if tender.method == PaymentMethod.TERMINAL:
-                flows.terminal_payment_retry(payment_id=tender.id, actor=actor)
-            else:
-                services.payment_retry(payment_id=tender.id, actor=actor)
+            flows.payment_retry_start(payment_id=tender.id, actor=actor)
         else:
             error = "That action is not available for this tender."
     except PaymentError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, time
 from decimal import Decimal
 
 from django import forms
@@ -195,6 +196,13 @@ class DrawerForm(forms.Form):
     channel = forms.ChoiceField(
         required=False, choices=CHANNEL_CHOICES, label="Send the link by", initial="app"
     )
+    due_at = forms.DateField(
+        required=False,
+        label="Due by (optional)",
+        widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="For a payment link: unpaid after this day, the patient is reminded on the "
+        "practice's schedule and the link stays payable until the last reminder.",
+    )
 
     def __init__(self, *args, user, methods, sites, terminals, **kwargs):
         super().__init__(*args, **kwargs)
@@ -222,6 +230,9 @@ class DrawerForm(forms.Form):
             self.add_error("amount", f"A part payment must be less than the total of £{total}.")
         if data.get("method") == "terminal" and not data.get("terminal"):
             self.add_error("terminal", "Choose the terminal the patient will use.")
+        if data.get("due_at"):
+            # Due by the end of that day (UTC, the portal's time zone).
+            data["due_at"] = datetime.combine(data["due_at"], time(23, 59, 59), tzinfo=UTC)
         return data
 
 

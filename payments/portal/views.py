@@ -115,7 +115,12 @@ def home(request):
 def payments(request):
     form = PaymentFilterForm(request.GET or None, user=request.user)
     filters = form.filters() if form.is_bound else PaymentFilterForm(user=request.user).filters()
-    page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
+    try:
+        page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
+    except selectors.InvalidCursor as error:
+        # A stale or edited page link (e.g. kept across a change of sort): start over.
+        messages.warning(request, error.message)
+        page = selectors.payments_page(request.user, filters)
     query = request.GET.copy()
     query.pop("after", None)
     return render(
@@ -154,7 +159,7 @@ def _detail_context(request, payment):
         "can_void": state in PRE_CAPTURE_STATES and _can(request, Perm.ISSUE_VOID, payment),
         "can_retry": state == S.FAILED
         and _can(request, Perm.INITIATE_PAYMENT, payment)
-        and not payment.retries.exists(),
+        and flows.retry_available(payment),
     }
 
 
@@ -303,17 +308,22 @@ def payment_void(request, payment_id):
 @require_POST
 def payment_retry(request, payment_id):
     payment = selectors.payment_get_for(request.user, payment_id)
-    actor = Actor.staff(request.user)
     try:
-        if payment.method == PaymentMethod.TERMINAL:
-            retry = flows.terminal_payment_retry(payment_id=payment.id, actor=actor)
-        else:
-            retry = services.payment_retry(payment_id=payment.id, actor=actor)
+        retry = flows.payment_retry_start(payment_id=payment.id, actor=Actor.staff(request.user))
     except PaymentError as error:
         messages.error(request, error.message)
         return redirect("portal:payment", payment_id=payment.id)
-    messages.success(request, "A new attempt was started for the same amount and target.")
-    return redirect("portal:payment", payment_id=retry.id)
+    message = "A new attempt was started for the same amount and target."
+    if retry.payment.method == PaymentMethod.PAY_BY_LINK:
+        message += (
+            " A new payment link was sent to the patient."
+            if retry.new_link
+            else " The patient's payment link now pays this attempt."
+        )
+    messages.success(request, message)
+    if retry.payment.method == PaymentMethod.VIRTUAL_TERMINAL:
+        return redirect("portal:virtual_terminal", payment_id=retry.payment.id)
+    return redirect("portal:payment", payment_id=retry.payment.id)
 
 
 @portal_view
@@ -356,14 +366,19 @@ def approval_decide(request, approval_id):
 def refund_log(request):
     form = RefundLogFilterForm(request.GET or None, user=request.user)
     data = form.cleaned_data if form.is_bound and form.is_valid() else {}
-    page = selectors.refund_void_log_page(
-        request.user,
-        cursor=request.GET.get("after"),
+    filters = dict(
         actor_id=data.get("actor", ""),
         date_from=data.get("date_from"),
         date_to=data.get("date_to"),
         reason_code=data.get("reason_code", ""),
     )
+    try:
+        page = selectors.refund_void_log_page(
+            request.user, cursor=request.GET.get("after"), **filters
+        )
+    except selectors.InvalidCursor as error:  # a stale or edited page link: start over
+        messages.warning(request, error.message)
+        page = selectors.refund_void_log_page(request.user, **filters)
     query = request.GET.copy()
     query.pop("after", None)
     return render(

@@ -21,7 +21,7 @@ from payments.api import tokens
 from payments.api.models import StaffApiToken
 from payments.api.tokens import staff_api_token_issue, staff_api_token_revoke
 from practices.roles import Role
-from tests.api.conftest import AUDIENCE, _pem, claims_for, sign
+from tests.api.conftest import AUDIENCE, _pem, claims_for, random_ip, sign
 from tests.factories import PatientFactory, PracticeFactory, make_staff
 
 pytestmark = pytest.mark.django_db
@@ -239,3 +239,28 @@ def test_group_operators_get_tokens_too(practice):
     operator = make_staff(Role.GROUP_OPERATOR, group=practice.group)
 
     assert _get(TERMINALS, staff_api_token_issue(user=operator).token).status_code == 200
+
+
+def test_failed_patient_tokens_are_limited_per_address(settings, patient, token_for, stranger_key):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "patient_auth_failure": "3/min"}
+    guesser, neighbour = APIClient(REMOTE_ADDR=random_ip()), APIClient(REMOTE_ADDR=random_ip())
+    forged = token_for(patient, key=stranger_key)
+
+    guesses = [guesser.get(BALANCES, HTTP_AUTHORIZATION=f"Bearer {forged}") for _ in range(3)]
+    blocked = guesser.get(BALANCES, HTTP_AUTHORIZATION=f"Bearer {token_for(patient)}")
+    elsewhere = neighbour.get(BALANCES, HTTP_AUTHORIZATION=f"Bearer {token_for(patient)}")
+
+    assert [g.status_code for g in guesses] == [401, 401, 401]
+    assert blocked.status_code == 429 and blocked.json()["code"] == "rate_limited"
+    assert int(blocked["Retry-After"]) > 0
+    assert elsewhere.status_code == 200
+
+
+def test_good_patient_tokens_do_not_count_as_failures(settings, patient, token_for):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "patient_auth_failure": "2/min"}
+    client = APIClient(REMOTE_ADDR=random_ip())
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(patient)}")
+
+    answers = [client.get(BALANCES) for _ in range(4)]
+
+    assert [a.status_code for a in answers] == [200, 200, 200, 200]

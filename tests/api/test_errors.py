@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.test import Client
 from rest_framework.test import APIClient
 
 from payments.models import Payment
@@ -204,3 +205,35 @@ def test_an_unreachable_rate_limit_store_lets_requests_through(
 
     assert answer.status_code == 200 and len(answer.json()["balances"]) == 1
     assert "api_throttle_unavailable" in log_output.getvalue()
+
+
+def test_unrouted_api_paths_and_refused_methods_are_json(client):
+    unrouted = client.get("/api/v1/no-such-thing/")
+    outside = client.get("/no-such-page/")
+    guardian = client.post("/api/v1/guardian/signals/")  # GET only
+    schema = client.post("/api/schema/")
+
+    assert unrouted.status_code == 404
+    assert unrouted.json() == {"code": "not_found", "message": "Not found."}
+    assert outside.status_code == 404 and outside["Content-Type"].startswith("text/html")
+    for refused in (guardian, schema):
+        assert refused.status_code == 405
+        body = refused.json()
+        assert set(body) == {"code", "message"} and body["code"] == "method_not_allowed"
+        assert "not allowed" in body["message"]
+    assert "POST" not in guardian["Allow"] and "GET" in guardian["Allow"]
+
+
+def test_an_unexpected_failure_under_the_api_is_json_and_says_nothing_of_it(settings):
+    settings.ROOT_URLCONF = "tests.api.urls_with_a_fault"
+    client = Client(raise_request_exception=False)
+
+    api = client.get("/api/v1/fault/")
+    page = client.get("/fault/")
+
+    assert api.status_code == 500
+    assert api.json() == {
+        "code": "server_error",
+        "message": "Something went wrong on our side. Please try again later.",
+    }
+    assert page.status_code == 500 and page["Content-Type"].startswith("text/html")

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from integrations.models import Destination, OutboxMessage
+from payments import flows
 from payments.api.models import IdempotencyKey
 from payments.models import Payment, PaymentLink, PaymentState
 from tests.api.conftest import link_balance, online_balance
@@ -90,6 +91,30 @@ def test_a_declined_attempt_leaves_the_balance_payable_with_a_new_attempt(
     assert api.get(f"/api/v1/patient/payments/{new_id}/").json()["status"] == "paid"
     assert api.get(f"/api/v1/patient/payments/{balance_id}/").json()["status"] == "failed"
     assert api.get("/api/v1/patient/balances/").json()["balances"] == []
+
+
+def test_after_the_practice_retries_a_declined_link_the_app_pays_the_new_attempt(
+    live, live_server, http, token_for, reception_actor, practice, site, patient
+):
+    issued = link_balance(reception_actor, practice, site, patient, amount="30.00")
+    api = _api(live_server, token_for(patient))
+    failed_id = str(issued.link.payment_id)
+    first = api.post(f"/api/v1/patient/balances/{failed_id}/pay/").json()
+    pay_on_hosted_page(http, first["redirect_url"], outcome="decline")
+
+    retry = flows.payment_retry_start(payment_id=failed_id, actor=reception_actor).payment
+
+    [balance] = api.get("/api/v1/patient/balances/").json()["balances"]
+    assert balance["id"] == str(retry.id) and balance["last_attempt_failed"] is False
+    start = api.post(f"/api/v1/patient/balances/{retry.id}/pay/")
+    assert start.status_code == 200, start.text
+    assert start.json()["payment_id"] == str(retry.id)
+    stale = api.post(f"/api/v1/patient/balances/{failed_id}/pay/")
+    assert stale.status_code == 409 and stale.json()["code"] == "balance_closed"
+    pay_on_hosted_page(http, start.json()["redirect_url"])
+    assert api.get(f"/api/v1/patient/payments/{retry.id}/").json()["status"] == "paid"
+    assert api.get("/api/v1/patient/balances/").json()["balances"] == []
+    assert Payment.objects.count() == 2
 
 
 def test_pay_now_on_a_practice_request_with_wallets(

@@ -56,6 +56,47 @@ def test_a_link_collection_sends_the_link_and_never_returns_it(staff_api, recept
     assert payment.initiated_by_user_id == reception.pk
 
 
+@pytest.mark.django_db
+def test_a_link_collection_may_carry_a_due_date(staff_api, reception, patient, site, terminal):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    due = (timezone.now() + timedelta(days=10)).replace(microsecond=0)
+    api = staff_api(reception)
+
+    answer = api.post(COLLECT, _body(patient, site, due_at=due.isoformat()), format="json")
+    past = api.post(
+        COLLECT,
+        _body(patient, site, target_id="INV-501", due_at=(due - timedelta(days=20)).isoformat()),
+        format="json",
+    )
+    on_a_terminal = api.post(
+        COLLECT,
+        _body(
+            patient,
+            site,
+            target_id="INV-502",
+            method="terminal",
+            terminal_id=str(terminal.id),
+            due_at=due.isoformat(),
+        ),
+        format="json",
+    )
+
+    assert answer.status_code == 201, answer.content
+    payment = Payment.objects.get(pk=answer.json()["id"])
+    assert payment.due_at == due
+    assert answer.json()["due_at"] == due.isoformat().replace("+00:00", "Z")
+    assert (past.status_code, past.json()["code"], past.json()["field"]) == (
+        400,
+        "invalid_due_at",
+        "due_at",
+    )
+    assert (on_a_terminal.status_code, on_a_terminal.json()["code"]) == (400, "invalid_due_at")
+    assert Payment.objects.count() == 1
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_terminal_collection_reaches_the_terminal_and_its_status_can_be_read(
     live, staff_api, reception, patient, site, sim_terminal

@@ -412,6 +412,8 @@ def test_every_back_office_page(
     page.goto(f"{base}/refunds/")
     assert "£12.00" in page.inner_text("main table")
     a11y.check(page, "refunds_log")
+    page.goto(f"{base}/deposits/")
+    a11y.check(page, "deposits")
     page.goto(f"{base}/subscriptions/")
     assert "HY-B1" in page.inner_text("main") and "Failed: 1 subscription." in page.inner_text(
         "main"

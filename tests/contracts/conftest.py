@@ -1,7 +1,8 @@
 """Fixtures for the inbound contracts, deposits, overdue balances and the AI Guardian.
 
-Inbound events are POSTed over HTTP with the Django test client, signed as a
-module would sign them (`integrations.signing.sign`). Outbound effects are read
+Inbound events are POSTed with the Django test client, signed as a module
+would sign them (`integrations.signing.sign`); test_inbound_live.py sends every
+contract's documented example over real HTTP to the live server as well. Outbound effects are read
 from the outbox; one round trip runs the relay against a local receiver.
 """
 
@@ -54,10 +55,11 @@ def post_event(
 ):
     """POST one inbound event, signed with the module's secret unless told otherwise."""
     raw = raw if raw is not None else json.dumps(body).encode()
-    headers = {EVENT_ID_HEADER: event_id or f"evt-{uuid.uuid4()}"}
+    event_id = event_id or f"evt-{uuid.uuid4()}"
+    headers = {EVENT_ID_HEADER: event_id}
     if signature is None:
         ts = int(time.time()) if timestamp is None else timestamp
-        signature = sign(secret or INBOUND_SECRETS[module], ts, raw)
+        signature = sign(secret or INBOUND_SECRETS[module], ts, raw, event_id=event_id)
     if signature:
         headers[SIGNATURE_HEADER] = signature
     return client.post(

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 
 from audit.models import AuditEvent, EventType
 from integrations.inbound.models import InboundEvent, Module
 from integrations.models import OutboxMessage
+from integrations.signing import sign
 from payments import services
 from payments.models import Payment, PaymentMethod, ProviderOperation, TargetType
-from tests.contracts.conftest import post_event
+from tests.contracts.conftest import INBOUND_SECRETS, post_event
 from tests.payments.helpers import new_payment
 
 pytestmark = pytest.mark.django_db
@@ -199,3 +203,43 @@ def test_a_usage_charge_by_direct_debit_is_refused_we_never_initiate_a_collectio
     assert not Payment.objects.exists()
     assert not AuditEvent.objects.exists()
     assert not InboundEvent.objects.exists()
+
+
+def test_a_captured_usage_charge_replayed_under_a_new_event_id_is_refused(
+    client, practice, site, patient
+):
+    raw = json.dumps(usage(practice, site, patient)).encode()
+    captured = sign(INBOUND_SECRETS[ACP], int(time.time()), raw, event_id="acp-1")
+    first = post_event(
+        client, ACP, "usage_charge", None, raw=raw, signature=captured, event_id="acp-1"
+    )
+
+    replay = post_event(
+        client, ACP, "usage_charge", None, raw=raw, signature=captured, event_id="acp-2"
+    )
+
+    assert first.status_code == 200
+    assert (replay.status_code, replay.json()["code"]) == (401, "invalid_signature")
+    assert Payment.objects.count() == 1
+    assert ProviderOperation.objects.filter(operation="card_on_file_charge").count() == 1
+
+
+def test_a_second_charge_for_the_same_usage_reference_does_not_charge_twice(
+    client, practice, site, patient, provider_actor
+):
+    first = post_event(client, ACP, "usage_charge", usage(practice, site, patient))
+
+    again = post_event(client, ACP, "usage_charge", usage(practice, site, patient, amount="5.00"))
+
+    assert first.status_code == 200
+    assert (again.status_code, again.json()["code"]) == (409, "invalid_transition")
+    assert "USG-2026-11" in again.json()["message"]
+    assert Payment.objects.count() == 1
+    assert ProviderOperation.objects.filter(operation="card_on_file_charge").count() == 1
+    # Once the first charge has failed, the usage may be charged again.
+    services.payment_fail(
+        payment_id=first.json()["payment_id"], actor=provider_actor, code="declined", reason="No"
+    )
+    retried = post_event(client, ACP, "usage_charge", usage(practice, site, patient))
+    assert retried.status_code == 200
+    assert Payment.objects.count() == 2

@@ -438,6 +438,22 @@ def test_bad_parameters_are_400_naming_them(param, value):
     assert response.json()["field"] == param
 
 
+@pytest.mark.parametrize(
+    ("since", "status"),
+    [
+        ("2026-11-01T10:00:00+19:35", 200),  # beyond PostgreSQL's ±15:59: read as UTC
+        ("2026-13-01T10:00:00Z", 400),  # well-formed, no such month
+        ("0001-01-01T00:00:00+01:00", 400),  # before year 1 in UTC
+    ],
+)
+def test_since_is_read_as_utc_and_an_impossible_time_is_400(since, status):
+    response = guardian().get(URL, {"since": since})
+
+    assert response.status_code == status
+    if status == 400:
+        assert response.json()["field"] == "since"
+
+
 # --- the Guardian credential changes nothing anywhere ------------------------------------
 
 

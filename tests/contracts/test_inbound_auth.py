@@ -69,7 +69,14 @@ def test_a_signed_event_takes_effect_and_is_stored_with_its_answer(client, pract
 
 @pytest.mark.parametrize(
     "how",
-    ["wrong_secret", "another_modules_secret", "tampered_body", "missing", "garbage"],
+    [
+        "wrong_secret",
+        "another_modules_secret",
+        "tampered_body",
+        "another_event_id",
+        "missing",
+        "garbage",
+    ],
 )
 def test_a_bad_or_missing_signature_is_refused_and_nothing_happens(
     client, practice, site, patient, how
@@ -78,14 +85,21 @@ def test_a_bad_or_missing_signature_is_refused_and_nothing_happens(
     raw = json.dumps(body).encode()
     now = int(time.time())
     signature = {
-        "wrong_secret": sign("not-the-secret-at-all-123456", now, raw),
-        "another_modules_secret": sign(INBOUND_SECRETS[Module.REWARDS_MANAGER], now, raw),
-        "tampered_body": sign(INBOUND_SECRETS[AM], now, raw.replace(b"50.00", b"5.00")),
+        "wrong_secret": sign("not-the-secret-at-all-123456", now, raw, event_id="e-1"),
+        "another_modules_secret": sign(
+            INBOUND_SECRETS[Module.REWARDS_MANAGER], now, raw, event_id="e-1"
+        ),
+        "tampered_body": sign(
+            INBOUND_SECRETS[AM], now, raw.replace(b"50.00", b"5.00"), event_id="e-1"
+        ),
+        "another_event_id": sign(INBOUND_SECRETS[AM], now, raw, event_id="e-2"),
         "missing": "",
         "garbage": "v1=abc",
     }[how]
 
-    response = post_event(client, AM, "deposit_requested", body, raw=raw, signature=signature)
+    response = post_event(
+        client, AM, "deposit_requested", body, raw=raw, signature=signature, event_id="e-1"
+    )
 
     assert response.status_code == 401
     assert response.json()["code"] == "invalid_signature"
@@ -129,7 +143,7 @@ def test_an_unknown_module_is_404_even_when_signed(client, practice, site, patie
         data=raw,
         content_type="application/json",
         headers={
-            "X-Primoro-Signature": sign(INBOUND_SECRETS[AM], int(time.time()), raw),
+            "X-Primoro-Signature": sign(INBOUND_SECRETS[AM], int(time.time()), raw, event_id="x-1"),
             "X-Primoro-Event-Id": "x-1",
         },
     )
@@ -165,7 +179,9 @@ def test_an_event_without_an_event_id_is_refused(client, practice, site, patient
         inbound_path(AM, "deposit_requested"),
         data=raw,
         content_type="application/json",
-        headers={"X-Primoro-Signature": sign(INBOUND_SECRETS[AM], int(time.time()), raw)},
+        headers={
+            "X-Primoro-Signature": sign(INBOUND_SECRETS[AM], int(time.time()), raw, event_id="x-1")
+        },
     )
 
     assert response.status_code == 400
@@ -231,7 +247,12 @@ def test_event_ids_are_per_module(client, practice, site, patient, terminal, rec
         client,
         Module.REWARDS_MANAGER,
         "credit_apply",
-        {"payment_id": str(payment.id), "credit_amount": "10.00", "redemption_reference": "R-1"},
+        {
+            "payment_id": str(payment.id),
+            "credit_amount": "10.00",
+            "redemption_reference": "R-1",
+            "practice_id": str(practice.id),
+        },
         event_id="e",
     )
 
@@ -347,3 +368,20 @@ def test_a_uuid_whose_digit_groups_pass_luhn_is_not_taken_for_a_card_number(clie
 
     assert response.status_code == 200
     assert Deposit.objects.get().practice == practice
+
+
+def test_an_event_id_with_a_full_stop_is_refused_it_would_blur_the_signed_string(
+    client, practice, site, patient
+):
+    response = post_event(
+        client,
+        AM,
+        "deposit_requested",
+        deposit_body(practice, site, patient),
+        signature="t=1,v1=0",
+        event_id="am.1",
+    )
+
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_event_id")
+    assert response.json()["field"] == "X-Primoro-Event-Id"
+    assert _nothing_stored()

@@ -91,6 +91,7 @@ def test_capture_confirms_to_inventory_only_and_the_relay_delivers_it_signed(
         OUTBOX_SECRETS[Destination.INVENTORY],
         received.headers["x-primoro-signature"],
         received.body,
+        event_id=received.event_id,
     )
     assert received.event_type == "supplier_payment.executed"
     payload = received.document["payload"]

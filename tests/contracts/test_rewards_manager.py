@@ -32,6 +32,7 @@ def apply_credit(client, payment, amount="20.00", reference="RDM-1", **extra):
             "payment_id": str(payment.id),
             "credit_amount": amount,
             "redemption_reference": reference,
+            "practice_id": str(payment.practice_id),
             **extra,
         },
     )
@@ -91,9 +92,21 @@ def test_a_second_credit_is_refused(client, payment):
 def test_an_unknown_payment_or_another_practices_payment_is_404(client, payment, other_practice):
     from uuid import uuid4
 
-    class Unknown:
-        id = uuid4()
+    unknown = apply_credit(client, payment, payment_id=str(uuid4()))
+    # Rewards Manager speaking for another practice cannot reach this one's payment.
+    elsewhere = apply_credit(client, payment, practice_id=str(other_practice.id))
 
-    assert apply_credit(client, Unknown).status_code == 404
-    assert apply_credit(client, payment, practice_id=str(other_practice.id)).status_code == 404
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "not_found")
+    assert (elsewhere.status_code, elsewhere.json()["code"]) == (404, "not_found")
+    assert Payment.objects.get().rewards_credit_applied is None
+    assert not AuditEvent.objects.filter(event_type=EventType.REWARDS_CREDIT_APPLIED).exists()
+
+
+def test_the_practice_is_required(client, payment):
+    body = {"payment_id": str(payment.id), "credit_amount": "20.00", "redemption_reference": "R"}
+
+    response = post_event(client, RM, "credit_apply", body)
+
+    assert response.status_code == 400
+    assert (response.json()["code"], response.json()["field"]) == ("missing_field", "practice_id")
     assert Payment.objects.get().rewards_credit_applied is None

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 import httpx
@@ -200,16 +201,24 @@ def celery_worker(
 
 
 @contextlib.contextmanager
-def gunicorn(env: dict[str, str], *, workers: int = 1) -> Iterator[str]:
-    """The app under gunicorn (sync workers, as in production); yields its base URL."""
+def gunicorn(
+    env: dict[str, str], *, workers: int = 1, log: IO[bytes] | None = None
+) -> Iterator[str]:
+    """The app under gunicorn with the project's config (sync workers, as in production).
+
+    Yields its base URL; its output (access and error log included) goes to `log` if given.
+    """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [
         sys.executable,
         *("-m", "gunicorn", "primoro_payments.wsgi", "--bind", f"127.0.0.1:{port}"),
+        *("--config", "python:primoro_payments.gunicorn_conf"),
         *("--workers", str(workers), "--timeout", "60", "--no-control-socket"),
     ]
-    with tempfile.TemporaryFile() as log:
+    with contextlib.ExitStack() as stack:
+        if log is None:
+            log = stack.enter_context(tempfile.TemporaryFile())
         process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
 
         def ready() -> bool:

@@ -105,7 +105,7 @@ def test_outbox_backlog_and_age_come_from_the_database(client, practice):
             destination=Destination.TASK_MANAGER,
             event_type="task.create",
             practice_id=practice.id,
-            payload={},
+            payload={"task_type": "payment_failed"},
         )
     body = _scrape(client)
     assert _value(body, "primoro_outbox_backlog", destination="task_manager", status="pending") == 1

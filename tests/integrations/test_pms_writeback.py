@@ -353,9 +353,13 @@ def test_no_pms_endpoint_configured_means_fallback_not_silence(
     _assert_one_fallback(payment, row, "PMS_WRITEBACK_URL")
 
 
-def test_redelivering_a_fallen_back_writeback_does_not_create_a_second_task(
-    relay_settings, pms_sim, practice, site, patient, system_actor, provider_actor
+def test_a_writeback_that_fell_back_to_a_manual_task_is_never_sent_again(
+    relay_settings, pms_sim, practice, site, patient, system_actor, provider_actor, client
 ):
+    """Staff may already have entered it from the task: a second, automatic entry would
+    count the payment twice. Redelivery refuses it; the task is the way to finish it."""
+    from django.urls import reverse
+
     from audit.actors import Actor
     from integrations.relay import outbox_redeliver
     from practices.roles import Role
@@ -365,20 +369,50 @@ def test_redelivering_a_fallen_back_writeback_does_not_create_a_second_task(
     payment = capture_payment(system_actor, provider_actor, practice, site, patient)
     relay_due()
     (row,) = _pms_rows(payment)
-    finance = Actor.staff(make_staff(Role.FINANCE_ADMIN, practice=practice))
-
-    outbox_redeliver(message_ids=[row.id], actor=finance)
-    relay_due()
-
-    assert len(_fallback_tasks()) == 1
-    assert [a.payload["fallback_task_created"] for a in _failed_audits(payment.id)] == [True, False]
+    (task,) = _fallback_tasks()
+    finance_admin = make_staff(Role.FINANCE_ADMIN, practice=practice, is_staff=True)
     pms_sim.mode = "ok"
-    outbox_redeliver(message_ids=[row.id], actor=finance)
+
+    queued = outbox_redeliver(message_ids=[row.id], actor=Actor.staff(finance_admin))
+    client.force_login(finance_admin)
+    answer = client.post(
+        reverse("admin:integrations_outboxmessage_changelist"),
+        {"action": "redeliver", "_selected_action": [str(row.id)]},
+        follow=True,
+    )
     relay_due()
+
+    assert queued == 0
+    page = answer.content.decode()
+    assert "0 message(s) queued for redelivery." in page
+    assert "1 PMS writeback(s) not redelivered" in page and "enter the payment twice" in page
     row.refresh_from_db()
     payment.refresh_from_db()
-    assert row.status == Status.DELIVERED
-    assert payment.pms_writeback_status == PmsWritebackStatus.WRITTEN
+    assert row.status == Status.DEAD
+    assert payment.pms_writeback_status == PmsWritebackStatus.FALLBACK
+    assert pms_sim.writebacks == []
+    assert _fallback_tasks() == [task]
+    assert not AuditEvent.objects.filter(event_type=EventType.OUTBOX_REDELIVERED).exists()
+
+
+def test_a_parked_pending_marker_without_a_task_can_still_be_redelivered(
+    relay_settings, pms_sim, practice, site, patient, system_actor
+):
+    from audit.actors import Actor
+    from integrations.relay import outbox_redeliver
+    from practices.roles import Role
+    from tests.factories import make_staff
+
+    practice.pms_writeback_mode = PmsWritebackMode.PENDING_MARKER
+    practice.save()
+    pms_sim.mode = "reject"
+    payment = create_payment(system_actor, practice, site, patient)
+    relay_due()
+    (marker,) = _pms_rows(payment)
+    assert marker.status == Status.DEAD and _fallback_tasks() == []
+    finance = Actor.staff(make_staff(Role.FINANCE_ADMIN, practice=practice))
+
+    assert outbox_redeliver(message_ids=[marker.id], actor=finance) == 1
 
 
 # --- GoCardless fee data ----------------------------------------------------------------------
@@ -396,7 +430,7 @@ def _subscription_payment(practice, patient):
     """What the subscriptions work will write for a paid-out Direct Debit payment."""
     return enqueue(
         Destination.PMS,
-        "subscription.payment.received",
+        "subscription.payment.paid_out",
         practice,
         {
             "subscription_payment_id": "SP-1",

@@ -76,10 +76,11 @@ def test_a_capture_is_delivered_to_each_of_its_destinations_signed_with_their_se
         assert received.event_id == str(row.id)
         assert received.signature_valid is True
         # Signed with this module's secret, not any other module's.
-        verify(SECRETS[row.destination], received.headers["x-primoro-signature"], received.body)
+        signature = received.headers["x-primoro-signature"]
+        verify(SECRETS[row.destination], signature, received.body, event_id=str(row.id))
         other = next(d for d in MODULES if d != row.destination)
         with pytest.raises(ValueError, match="does not match"):
-            verify(SECRETS[other], received.headers["x-primoro-signature"], received.body)
+            verify(SECRETS[other], signature, received.body, event_id=str(row.id))
     (writeback,) = pms_sim.writebacks
     assert writeback["event_id"] == str(next(r.id for r in rows if r.destination == "pms"))
     assert writeback["writeback"]["kind"] == "paid"
@@ -112,31 +113,13 @@ def test_the_envelope_and_headers_follow_the_contract(
     assert received.headers["content-type"] == "application/json"
 
 
-@pytest.mark.parametrize(
-    ("destination", "event_type"),
-    [
-        (Destination.CARE_PLAN, "subscription.payment.failed"),
-        (Destination.HYGIENE, "subscription.payment.failed"),
-        (Destination.INVENTORY, "purchase_order.payment.executed"),
-        (Destination.TELEPHONY, "recording.pause"),
-        (Destination.TASK_MANAGER, "task.create"),
-    ],
-)
-def test_destinations_no_payment_flow_feeds_yet_are_delivered_too(
-    relay_settings, sink, practice, destination, event_type
-):
-    row = enqueue(destination, event_type, practice, {"note": "from the real write path"})
-
-    relay_due()
-
-    row.refresh_from_db()
-    assert row.status == Status.DELIVERED
-    (received,) = sink.by_path(module_path(destination))
-    assert (received.event_id, received.event_type, received.signature_valid) == (
-        str(row.id),
-        event_type,
-        True,
-    )
+def test_a_message_type_outside_the_catalog_is_refused_at_the_write(practice):
+    """Every destination's real messages are delivered in test_outbound_catalog.py."""
+    with pytest.raises(ValueError, match=r"not in integrations\.catalog\.OUTBOUND_EVENTS"):
+        enqueue(Destination.TELEPHONY, "recording.pause", practice, {})
+    with pytest.raises(ValueError, match="task_type 'made_up'"):
+        enqueue(Destination.TASK_MANAGER, "task.create", practice, {"task_type": "made_up"})
+    assert not OutboxMessage.objects.exists()
 
 
 def test_a_failed_payment_sends_its_task_and_nothing_to_the_pms(
@@ -211,7 +194,7 @@ def test_an_endpoint_without_a_secret_is_disabled_rather_than_sent_unsigned(
     endpoints = endpoint_settings(sink.url, None)
     endpoints[Destination.INVENTORY]["secret"] = ""
     relay_settings.OUTBOX_ENDPOINTS = endpoints
-    row = enqueue(Destination.INVENTORY, "purchase_order.payment.executed", practice, {})
+    row = enqueue(Destination.INVENTORY, "supplier_payment.executed", practice, {})
 
     relay_due()
 

@@ -333,3 +333,25 @@ def test_system_trigger_card_on_file_needs_a_profile(practice, site, patient):
         payment.initiated_by_kind == "system"
         and payment.initiated_by_label == "smart_treatment_proposals"
     )
+
+
+def test_cash_is_recorded_and_captured_in_one_step_and_only_cash_or_vouchers(
+    practice, site, patient, reception_actor
+):
+    common = dict(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-DESK",
+        amount="12.00",
+    )
+
+    cash = services.offline_payment_record(method=PaymentMethod.CASH, **common)
+    with pytest.raises(PaymentError) as refused:
+        services.offline_payment_record(method=PaymentMethod.ONLINE, **common)
+
+    assert (cash.state, cash.captured_amount) == (PaymentState.CAPTURED, Decimal("12.00"))
+    assert refused.value.code == "method_not_allowed"
+    assert list(Payment.objects.values_list("pk", flat=True)) == [cash.pk]

@@ -1,5 +1,7 @@
 """Search in the payments list: both ways of matching a patient name find the same payments.
 
+(And paging: a cursor the sort did not give out is a 400 `invalid_cursor`, never a 500.)
+
 A prefix matching few patients is resolved to their ids first (so every branch
 of the search is an index look-up on a large table); a prefix matching more
 than SEARCH_PATIENT_IDS_MAX patients is matched while walking the newest
@@ -18,7 +20,13 @@ from django.test.utils import CaptureQueriesContext
 
 from audit.actors import Actor
 from payments.models import PaymentMethod
-from payments.selectors import SEARCH_PATIENT_IDS_MAX, PaymentFilters, payments_page
+from payments.selectors import (
+    SEARCH_PATIENT_IDS_MAX,
+    InvalidCursor,
+    PaymentFilters,
+    _encode_cursor,
+    payments_page,
+)
 from practices.roles import Role
 from tests.factories import PatientFactory, PracticeFactory, SiteFactory, make_staff
 from tests.payments.helpers import new_payment
@@ -78,3 +86,26 @@ def test_a_rare_and_a_common_name_prefix_find_exactly_their_patients_payments(
     assert by_reference == {"INV-A1"}
     assert nothing == set()
     assert broad_queries == narrow_queries == reference_queries == nothing_queries
+
+
+@pytest.mark.parametrize(
+    ("sort", "cursor"),
+    [
+        ("amount_high", _encode_cursor(["2026-01-05T10:00:00+00:00", "7" * 32])),  # a date
+        ("newest", _encode_cursor(["12.50", "7" * 32])),  # an amount
+        ("newest", _encode_cursor(["2026-01-05T10:00:00", "7" * 32])),  # no time zone
+        ("amount_low", _encode_cursor(["NaN", "7" * 32])),
+        ("amount_low", _encode_cursor(["12.50", "not-an-id"])),
+        ("oldest", _encode_cursor(["2026-01-05T10:00:00+00:00"])),  # one value
+        ("oldest", "%%%"),
+    ],
+)
+def test_a_cursor_the_sort_did_not_give_out_is_refused(reception, sort, cursor):
+    with pytest.raises(InvalidCursor) as refused:
+        payments_page(reception, PaymentFilters(sort=sort), cursor=cursor)
+
+    assert (refused.value.status, refused.value.code, refused.value.field) == (
+        400,
+        "invalid_cursor",
+        "after",
+    )

@@ -125,6 +125,25 @@ def test_failed_refund_releases_the_amount(paid, manager_actor, provider_actor):
         services.refund_complete(refund_id=refund.id, actor=provider_actor)
 
 
+def test_a_failed_refund_raises_a_task_in_the_same_transaction(paid, manager_actor, provider_actor):
+    refund = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="80.00", reason_code="billing_error"
+    ).refund
+
+    services.refund_fail(refund_id=refund.id, actor=provider_actor, reason="Card account closed")
+    services.refund_fail(refund_id=refund.id, actor=provider_actor, reason="Card account closed")
+
+    (task,) = OutboxMessage.objects.filter(
+        destination=Destination.TASK_MANAGER, event_type="task.create"
+    )
+    assert task.payment_id == paid.id
+    assert task.payload["task_type"] == "refund_failed"
+    assert (task.payload["refund_id"], task.payload["refund_amount"]) == (str(refund.id), "80.00")
+    assert task.payload["detail"] == "Card account closed"
+    assert task.payload["reason_code"] == "billing_error"
+    assert task.payload["payment"]["payment_id"] == str(paid.id)
+
+
 def test_refund_needs_a_reason_and_a_captured_payment(
     practice, site, patient, terminal, reception_actor, manager_actor, paid
 ):
@@ -185,6 +204,54 @@ def test_refund_above_threshold_waits_for_a_second_person(
     services.refund_complete(refund_id=refund.id, actor=provider_actor)
     refunded = AuditEvent.objects.get(event_type=EventType.PAYMENT_PARTIALLY_REFUNDED)
     assert refunded.approver_id == str(approver.pk) and refunded.actor_id == str(refund_manager.pk)
+
+
+def test_the_threshold_counts_what_was_already_refunded_not_each_refund_alone(
+    practice, site, patient, terminal, reception_actor, provider_actor, manager_actor
+):
+    """Four refunds of 250 cannot return 1,000 past a 250 threshold without an approver."""
+    assert practice.refund_approval_threshold == Decimal("250.00")
+    big = captured(
+        reception_actor,
+        provider_actor,
+        practice,
+        site,
+        patient,
+        terminal=terminal,
+        amount="1000.00",
+    )
+
+    first = services.refund_request(
+        payment_id=big.id, actor=manager_actor, amount="250.00", reason_code="other"
+    )
+    services.refund_complete(refund_id=first.refund.id, actor=provider_actor)
+    second = services.refund_request(
+        payment_id=big.id, actor=manager_actor, amount="250.00", reason_code="other"
+    )
+    small = services.refund_request(
+        payment_id=big.id, actor=manager_actor, amount="0.01", reason_code="other"
+    )
+
+    assert first.refund is not None and first.approval is None
+    assert second.refund is None and second.approval.amount == Decimal("250.00")
+    # Waiting approvals count too: nothing more slips through beside them.
+    assert small.refund is None and small.approval is not None
+    assert Refund.objects.filter(payment=big).count() == 1
+
+
+def test_pending_refunds_count_towards_the_threshold(paid, practice, manager_actor):
+    practice.refund_approval_threshold = Decimal("100.00")
+    practice.save()
+    pending = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="60.00", reason_code="other"
+    )
+
+    second = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="60.00", reason_code="other"
+    )
+
+    assert pending.refund.status == Refund.Status.PENDING
+    assert second.refund is None and second.approval is not None
 
 
 def test_requester_can_never_approve_their_own_request(paid, practice):

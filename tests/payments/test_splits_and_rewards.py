@@ -8,7 +8,7 @@ import pytest
 
 from audit.models import AuditEvent, EventType
 from integrations.models import Destination, OutboxMessage
-from payments import services
+from payments import flows, services
 from payments.errors import InvalidTransition, PaymentError
 from payments.models import Payment, PaymentMethod, PaymentState, SplitPayment, TargetType
 from payments.services import RewardsCredit, TenderSpec
@@ -134,6 +134,139 @@ def test_card_tenders_cannot_be_recorded_as_received(make_split, terminal, recep
         )
 
 
+def test_a_voided_tender_can_be_replaced_and_the_split_then_settles(
+    make_split, terminal, reception_actor, manager_actor, provider_actor
+):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("60.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("40.00")),
+    )
+    tenders = _tenders(split)
+    services.tender_record_received(payment_id=tenders["cash"].id, actor=reception_actor)
+    services.payment_void(
+        payment_id=tenders["terminal"].id, actor=manager_actor, reason_code="patient_request"
+    )
+    assert services.split_uncovered(split) == Decimal("60.00")
+
+    with pytest.raises(PaymentError) as error:
+        services.split_add_tender(
+            split_id=split.id, actor=reception_actor, method="voucher", amount="60.01"
+        )
+    assert (error.value.code, error.value.field) == ("split_overpaid", "amount")
+    voucher = services.split_add_tender(
+        split_id=split.id, actor=reception_actor, method=PaymentMethod.VOUCHER, amount="60.00"
+    )
+    assert (voucher.split_id, voucher.target_id, voucher.state) == (
+        split.id,
+        "INV-SPLIT",
+        S.INITIATED,
+    )
+    assert services.split_uncovered(split) == 0
+    services.tender_record_received(payment_id=voucher.id, actor=reception_actor)
+
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.SETTLED
+    added = AuditEvent.objects.get(event_type=EventType.SPLIT_TENDER_ADDED)
+    assert (added.subject_id, added.payment_id, added.amount) == (
+        str(split.id),
+        voucher.id,
+        Decimal("60.00"),
+    )
+
+
+def test_a_failed_tender_replaced_by_a_new_one_cannot_also_be_retried(
+    make_split, terminal, reception_actor, provider_actor
+):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("70.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("30.00")),
+    )
+    card = _tenders(split)["terminal"]
+    services.payment_fail(payment_id=card.id, actor=provider_actor, code="declined", reason="No")
+    services.split_add_tender(split_id=split.id, actor=reception_actor, method="cash", amount="70")
+
+    with pytest.raises(PaymentError) as error:
+        services.payment_retry(payment_id=card.id, actor=reception_actor)
+
+    assert error.value.code == "already_retried"
+    assert Payment.objects.filter(split=split).count() == 3
+
+
+def test_cancelling_a_split_voids_open_tenders_and_refunds_captured_ones(
+    make_split, terminal, reception_actor, manager_actor, provider_actor
+):
+    split = make_split(
+        TenderSpec(PaymentMethod.TERMINAL, Decimal("60.00"), terminal),
+        TenderSpec(PaymentMethod.CASH, Decimal("25.00")),
+        TenderSpec(PaymentMethod.VOUCHER, Decimal("15.00")),
+    )
+    tenders = _tenders(split)
+    services.tender_record_received(payment_id=tenders["cash"].id, actor=reception_actor)
+    services.payment_fail(
+        payment_id=tenders["voucher"].id, actor=provider_actor, code="x", reason="Bad voucher"
+    )
+
+    result = services.split_cancel(
+        split_id=split.id, actor=manager_actor, reason_code="patient_request", notes="Changed mind"
+    )
+
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.CANCELLED
+    states = {t.method: t.state for t in Payment.objects.filter(split=split)}
+    assert states == {"terminal": S.VOIDED, "cash": S.REFUNDED, "voucher": S.FAILED}
+    assert [p.id for p in result.voided] == [tenders["terminal"].id]
+    (refund,) = [r.refund for r in result.refunds]
+    assert (refund.payment_id, refund.amount, refund.reason_code) == (
+        tenders["cash"].id,
+        Decimal("25.00"),
+        "patient_request",
+    )
+    audit = AuditEvent.objects.get(event_type=EventType.SPLIT_CANCELLED)
+    assert (audit.subject_id, audit.reason_code, audit.payload["notes"]) == (
+        str(split.id),
+        "patient_request",
+        "Changed mind",
+    )
+    assert audit.payload["voided"] == [str(tenders["terminal"].id)]
+    # Nothing more happens on a cancelled split.
+    with pytest.raises(InvalidTransition):
+        services.split_add_tender(split_id=split.id, actor=reception_actor, method="cash", amount=1)
+    with pytest.raises(InvalidTransition):
+        services.split_cancel(split_id=split.id, actor=manager_actor, reason_code="other")
+    assert not OutboxMessage.objects.filter(event_type="split.settled").exists()
+
+
+def test_cancelling_a_split_needs_the_void_role_and_a_reason(
+    make_split, terminal, reception_actor, manager_actor
+):
+    from practices.access import NotPermitted
+
+    split = make_split(
+        TenderSpec(PaymentMethod.CASH, Decimal("50.00")),
+        TenderSpec(PaymentMethod.VOUCHER, Decimal("50.00")),
+    )
+    with pytest.raises(NotPermitted):
+        services.split_cancel(split_id=split.id, actor=reception_actor, reason_code="other")
+    with pytest.raises(PaymentError) as error:
+        services.split_cancel(split_id=split.id, actor=manager_actor, reason_code="")
+    assert error.value.code == "invalid_reason_code"
+    split.refresh_from_db()
+    assert split.status == SplitPayment.Status.OPEN
+    assert not Payment.objects.filter(split=split, state=S.VOIDED).exists()
+
+
+def test_a_settled_split_is_not_cancelled(make_split, reception_actor, manager_actor):
+    split = make_split(
+        TenderSpec(PaymentMethod.CASH, Decimal("50.00")),
+        TenderSpec(PaymentMethod.VOUCHER, Decimal("50.00")),
+    )
+    for tender in Payment.objects.filter(split=split):
+        services.tender_record_received(payment_id=tender.id, actor=reception_actor)
+
+    with pytest.raises(InvalidTransition, match="settled"):
+        services.split_cancel(split_id=split.id, actor=manager_actor, reason_code="other")
+
+
 # --- Rewards credit -------------------------------------------------------------
 
 
@@ -223,6 +356,34 @@ def test_credit_applied_later_only_before_the_charge_is_sent(
         services.payment_apply_rewards_credit(
             payment_id=other.id, actor=reception_actor, amount="5.00", reference="RW-4"
         )
+
+
+def test_credit_refused_once_the_terminal_sale_is_on_its_way(
+    settings, practice, site, patient, terminal, reception_actor
+):
+    """terminal_payment_start records the sale while the payment is still initiated."""
+    settings.DNA_OPERATIONS_ON_COMMIT = False  # the worker has not sent it yet
+    payment = flows.terminal_payment_start(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-RW",
+        amount="100.00",
+        terminal=terminal,
+    )
+    assert payment.state == S.INITIATED and payment.operations.count() == 1
+
+    with pytest.raises(InvalidTransition) as refused:
+        services.payment_apply_rewards_credit(
+            payment_id=payment.id, actor=reception_actor, amount="10.00", reference="RW-LATE"
+        )
+
+    assert (refused.value.status, refused.value.code) == (409, "charge_already_sent")
+    payment.refresh_from_db()
+    assert payment.rewards_credit_applied is None and payment.charge_amount == Decimal("100.00")
+    assert not AuditEvent.objects.filter(event_type=EventType.REWARDS_CREDIT_APPLIED).exists()
 
 
 def test_credit_refused_when_rewards_disabled(practice, site, patient, terminal, reception_actor):

@@ -136,6 +136,49 @@ def test_pay_by_link_from_the_drawer(client, site, patient, reception):
     assert delivery.payload["channels"][0] == "sms"
 
 
+def test_a_link_given_a_due_date_becomes_an_overdue_balance_when_unpaid(
+    client, site, patient, reception
+):
+    from datetime import UTC, datetime, timedelta
+
+    from payments.models import OverdueBalance
+    from payments.overdue import overdue_process
+
+    client.force_login(reception)
+    today = datetime.now(UTC).date()
+    due_day = today + timedelta(days=5)
+    past = _post(
+        client, patient, site=site.id, method="pay_by_link", due_at=str(today - timedelta(1))
+    )
+    on_a_terminal = _post(client, patient, site=site.id, method="cash", due_at=str(due_day))
+    assert (
+        past.status_code == 400 and "The due date must be in the future." in past.content.decode()
+    )
+    assert on_a_terminal.status_code == 400
+    assert "Only a payment link is given a due date." in on_a_terminal.content.decode()
+    assert not Payment.objects.exists()
+
+    response = _post(client, patient, site=site.id, method="pay_by_link", due_at=str(due_day))
+
+    link = PaymentLink.objects.get()
+    due_at = datetime.combine(due_day, datetime.max.time().replace(microsecond=0), tzinfo=UTC)
+    assert response.status_code == 302 and link.payment.due_at == due_at
+    # Payable until the last reminder (3, 7, 14 days after the due date), not the usual 24 h.
+    assert link.expires_at >= due_at + timedelta(days=14) - timedelta(hours=1)
+    assert "Due by" in client.get(response["Location"]).content.decode()
+    assert overdue_process(now=due_at - timedelta(hours=1)).opened == 0
+    stats = overdue_process(now=due_at + timedelta(days=3, hours=1))
+    balance = OverdueBalance.objects.get()
+    assert (stats.opened, stats.reminded) == (1, 1)
+    assert (balance.payment_id, balance.target_id, balance.due_at) == (
+        link.payment_id,
+        "INV-42",
+        due_at,
+    )
+    reminder = OutboxMessage.objects.get(event_type="payment_reminder.requested")
+    assert reminder.payload["payment_id"] == str(link.payment_id)
+
+
 def test_split_from_the_drawer_settles_when_every_tender_is_captured(
     client, live, site, patient, sim_terminal, reception
 ):

@@ -180,6 +180,32 @@ def test_keyset_pages_cover_everything_once(
         assert "after=" not in second.content.decode()
 
 
+def test_a_page_link_from_another_sort_starts_the_list_again(
+    signed_in, practice, site, patient, reception, reception_actor
+):
+    made = [
+        new_payment(
+            reception_actor,
+            practice,
+            site,
+            patient,
+            method=PaymentMethod.CASH,
+            amount=f"{n + 1}.00",
+        )
+        for n in range(55)
+    ]
+    client = signed_in(reception)
+    newest = client.get("/payments/?sort=newest").content.decode()
+    cursor = re.search(r"after=([^\"&]+)", newest).group(1)
+
+    for after in (cursor, "not-a-cursor", "WyJ4IiwgInkiXQ=="):  # the last: ["x", "y"]
+        response = client.get(f"/payments/?sort=amount_high&after={after}")
+        assert response.status_code == 200
+        assert "That page link is out of date." in response.content.decode()
+        highest = sorted(made, key=lambda p: p.amount, reverse=True)[:50]
+        assert _ids(response) == {str(p.id) for p in highest}
+
+
 def test_list_costs_the_same_queries_whatever_the_page(
     signed_in, practice, site, patient, reception, reception_actor, django_assert_max_num_queries
 ):

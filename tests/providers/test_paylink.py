@@ -15,9 +15,10 @@ from django.utils import timezone
 from audit.models import AuditEvent, EventType
 from integrations.dna import janitor
 from integrations.models import Destination, OutboxMessage
-from payments import flows
+from payments import balances, flows, services
 from payments.links import payment_link_cancel
 from payments.models import Payment, PaymentLink, PaymentState, TargetType
+from tests.api.conftest import random_ip
 from tests.providers.conftest import forms, pay_on_hosted_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -268,3 +269,137 @@ def test_coming_back_before_the_callback_asks_dna(
     assert "Payment received" in second.content.decode()
     link = PaymentLink.objects.get()
     assert link.payment.state == S.CAPTURED and link.status == "used"
+
+
+def test_voiding_a_link_payment_cancels_its_link_in_the_same_step(
+    live, http, reception_actor, manager_actor, practice, site, patient
+):
+    issued = _issue(reception_actor, practice, site, patient)
+    page = http.get(issued.url)
+    csrf = forms(page.text).csrf
+    link = PaymentLink.objects.get()
+
+    services.payment_void(
+        payment_id=link.payment_id, actor=manager_actor, reason_code="patient_request"
+    )
+
+    link.refresh_from_db()
+    assert link.status == "cancelled" and link.payment.state == S.VOIDED
+    voided = AuditEvent.objects.get(event_type=EventType.PAYMENT_VOIDED)
+    assert voided.payload["payment_link"] == {"id": str(link.id), "status": "cancelled"}
+    assert voided.actor_id == manager_actor.id
+    shown = http.get(issued.url)
+    pressed = http.post(issued.url, data={"csrfmiddlewaretoken": csrf})
+    assert shown.status_code == 410 and "has been cancelled" in shown.text
+    assert "Pay now" not in shown.text
+    assert pressed.status_code == 410 and "has been cancelled" in pressed.text
+    checkouts = [
+        r for r in live.requests("/oauth2/token") if "payment" in r["body"]["scope"].split()
+    ]
+    assert checkouts == []  # no checkout was opened for the voided payment
+
+
+def test_a_link_whose_attempt_was_already_retried_elsewhere_answers_with_a_page(
+    live, http, reception_actor, practice, site, patient
+):
+    """A retry made outside the link (the old portal path) used to make Pay now a 500."""
+    issued = _issue(reception_actor, practice, site, patient)
+    to_dna = _press_pay_now(http, issued.url)
+    pay_on_hosted_page(http, to_dna.headers["location"], outcome="decline")
+    failed = Payment.objects.get()
+    services.payment_retry(payment_id=failed.id, actor=reception_actor)
+    page = http.get(issued.url)
+
+    pressed = http.post(issued.url, data={"csrfmiddlewaretoken": forms(page.text).csrf})
+
+    assert pressed.status_code == 400
+    assert "This payment cannot be made with this link" in pressed.text
+    assert practice.name in pressed.text and "Traceback" not in pressed.text
+    assert PaymentLink.objects.get().payment_id == failed.id
+    assert Payment.objects.count() == 2
+
+
+def test_a_link_left_active_on_a_voided_payment_answers_with_a_page(
+    live, http, reception_actor, manager_actor, practice, site, patient
+):
+    """A void made before voids cancelled links left the link active: Pay now was a 500."""
+    issued = _issue(reception_actor, practice, site, patient)
+    csrf = forms(http.get(issued.url).text).csrf
+    services.payment_void(
+        payment_id=Payment.objects.get().id, actor=manager_actor, reason_code="other"
+    )
+    PaymentLink.objects.update(status="active")  # the row as such a void left it
+
+    shown = http.get(issued.url)
+    pressed = http.post(issued.url, data={"csrfmiddlewaretoken": csrf})
+
+    assert shown.status_code == 410 and "has been cancelled" in shown.text
+    assert pressed.status_code == 410 and "has been cancelled" in pressed.text
+
+
+def test_a_practice_link_lifetime_other_than_a_day_is_honoured(
+    dna, reception_actor, practice, site, patient, settings
+):
+    practice.payment_link_ttl_hours = 3
+    practice.save(update_fields=["payment_link_ttl_hours"])
+    before = timezone.now()
+
+    issued = _issue(reception_actor, practice, site, patient)
+
+    link = PaymentLink.objects.get()
+    assert before + timedelta(hours=3) <= link.expires_at <= timezone.now() + timedelta(hours=3)
+    [delivery] = OutboxMessage.objects.filter(event_type="payment_link.deliver")
+    assert delivery.payload["expires_at"] == link.expires_at.isoformat()
+    just_before = link.expires_at - timedelta(minutes=1)
+    just_after = link.expires_at + timedelta(minutes=1)
+    assert [b.id for b in balances.balances_for(patient, now=just_before)] == [link.payment_id]
+    assert balances.balances_for(patient, now=just_after) == []
+    settings.DNA_CHECKOUT_ABANDON_SECONDS = 0
+    janitor.run(now=just_before)
+    assert Payment.objects.get().state == S.AWAITING_CUSTOMER_ACTION
+    janitor.run(now=just_after)
+    payment = Payment.objects.get()
+    assert payment.state == S.FAILED and payment.failure_code == "link_expired"
+    assert issued.link.pk == link.pk
+
+
+def test_the_public_pages_are_rate_limited_per_address(
+    dna, client, settings, reception_actor, practice, site, patient
+):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "link": "3/min"}
+    issued = _issue(reception_actor, practice, site, patient)
+    path = issued.url.removeprefix("http://testserver")
+    prober, neighbour = random_ip(), random_ip()
+
+    answers = [client.get(f"/pay/guess-{n}/", REMOTE_ADDR=prober) for n in range(2)]
+    answers.append(client.post("/pay/guess-3/reissue/", REMOTE_ADDR=prober))
+    blocked = client.get(path, REMOTE_ADDR=prober)
+    api_too = client.get(f"/api/v1/links/{issued.token}/", REMOTE_ADDR=prober)
+
+    assert [a.status_code for a in answers] == [404, 404, 404]
+    assert blocked.status_code == 429 and int(blocked["Retry-After"]) > 0
+    assert "Too many attempts" in blocked.content.decode()
+    assert blocked["Content-Type"].startswith("text/html")
+    assert api_too.status_code == 429  # one budget per address, page and app alike
+    assert client.get(path, REMOTE_ADDR=neighbour).status_code == 200
+
+
+def test_starting_a_checkout_from_the_page_counts_against_the_pay_limit(
+    dna, client, settings, reception_actor, practice, site, patient
+):
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "pay_ip": "1/min"}
+    issued = _issue(reception_actor, practice, site, patient)
+    path = issued.url.removeprefix("http://testserver")
+    address = random_ip()
+
+    shown = [client.get(path, REMOTE_ADDR=address) for _ in range(3)]
+    first = client.post(path, REMOTE_ADDR=address)
+    second = client.post(path, REMOTE_ADDR=address)
+
+    assert [s.status_code for s in shown] == [200, 200, 200]  # reading is not paying
+    assert first.status_code == 302 and first["Location"].startswith(dna.url)
+    assert second.status_code == 429 and "Too many attempts" in second.content.decode()
+    payment_tokens = [
+        r for r in dna.requests("/oauth2/token") if "payment" in r["body"]["scope"].split()
+    ]
+    assert len(payment_tokens) == 1

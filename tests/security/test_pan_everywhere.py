@@ -29,15 +29,17 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve
 from django.urls.resolvers import RegexPattern, RoutePattern
 
 from audit.actors import Actor
+from audit.models import AuditEvent
 from integrations.inbound.models import InboundEvent
 from integrations.models import WebhookEvent
 from integrations.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
 from integrations.simulators import signing as sim_signing
 from payments import flows, services
+from payments.api.models import IdempotencyKey
 from payments.models import Payment, PaymentMethod, TargetType
 from practices.models import Patient
 from practices.roles import Role
-from primoro_payments import crypto
+from primoro_payments import crypto, pan_guard
 from primoro_payments.pan import iter_card_numbers
 from tests.factories import make_staff
 
@@ -62,22 +64,11 @@ TERMINAL_KEY_ID = "pan-walk-terminal-key"
 GOCARDLESS_SECRET = "pan-walk-gocardless-webhook-secret-01"
 INBOUND_SECRET = "pan-walk-inbound-secret-0123456789abcdef"
 GUARDIAN_TOKEN = "pan-walk-guardian-token-0123456789abcdef"
-_HEX_RUN = re.compile(r"[0-9a-fA-F]{32,}")
 
 
 def card_numbers(text: str) -> list[str]:
-    """Card numbers in `text`, except digit runs inside a hex digest (audit hashes, token hashes)."""
-    digests = [match.span() for match in _HEX_RUN.finditer(text)]
-    found = []
-    for card in iter_card_numbers(text):
-        start = text.find(card)
-        while start != -1:
-            end = start + len(card)
-            if not any(a <= start and end <= b for a, b in digests):
-                found.append(card)
-                break
-            start = text.find(card, start + 1)
-    return found
+    """Card numbers in `text` by the project's rule (hex digests and UUIDs are not card numbers)."""
+    return list(iter_card_numbers(text))
 
 
 def test_the_scanner_finds_what_it_is_looking_for():
@@ -266,9 +257,10 @@ def credentials(name: str | None, method: str, path: str, body: bytes) -> dict[s
     if name == "gocardless-webhook":
         return {"Webhook-Signature": sim_signing.gocardless_signature(body, GOCARDLESS_SECRET)}
     if name == "inbound-event":
+        event_id = f"evt-{uuid.uuid4()}"
         return {
-            SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body),
-            EVENT_ID_HEADER: f"evt-{uuid.uuid4()}",
+            SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body, event_id=event_id),
+            EVENT_ID_HEADER: event_id,
         }
     if name == "guardian-signals":
         return {"Authorization": f"Bearer {GUARDIAN_TOKEN}"}
@@ -372,6 +364,102 @@ def test_signed_requests_without_a_card_are_accepted(client, world):
     stored = {event.provider for event in WebhookEvent.objects.all()}
     assert stored == {"dna", "dna_terminal", "gocardless"}
     assert InboundEvent.objects.filter(event_type="deposit_requested").count() == 1
+
+
+# --- headers we keep, and bodies in other charsets -------------------------------------
+
+UTF16_TYPES = (
+    ("utf-16", "application/json; charset=utf-16"),  # with a BOM, charset declared
+    ("utf-16-le", "application/json"),  # no BOM, no charset: json.loads(bytes) still reads it
+    ("utf-32", "text/plain"),
+)
+
+
+def _refused_naming(response, field: str) -> bool:
+    """Refused as a card number; a JSON answer also names the header."""
+    if not _refused(response):
+        return False
+    return not response["Content-Type"].startswith("application/json") or (
+        response.json()["field"] == field
+    )
+
+
+def _charset_refused(response) -> bool:
+    return response.status_code == 415 and response.json() == {
+        "code": "unsupported_charset",
+        "message": pan_guard.CHARSET_MESSAGE,
+        "field": "Content-Type",
+    }
+
+
+def test_card_numbers_in_kept_headers_and_other_charsets_are_refused_everywhere(
+    client, world, log_output
+):
+    """Idempotency-Key and X-Primoro-Event-Id are stored (IdempotencyKey, InboundEvent), and
+    the receivers decode UTF-16/32 JSON: a card number there is refused on every URL, with a
+    valid signature, before any view can keep it."""
+    client.force_login(world.user)
+    sent = 0
+    for index, (route, entry) in enumerate(ALL_ROUTES):
+        path = world.concrete(route)
+        card = CARDS[index % len(CARDS)]
+        response = client.get(path, {"q": "fine"}, headers={"Idempotency-Key": card})
+        assert _refused_naming(response, "Idempotency-Key"), path
+        body = _encode(json_body(world, entry.name, "no card here"))
+        headers = {**credentials(entry.name, "POST", path, body), EVENT_ID_HEADER: card}
+        response = client.post(path, body, content_type="application/json", headers=headers)
+        assert _refused_naming(response, EVENT_ID_HEADER), path
+        for encoding, content_type in UTF16_TYPES:
+            body = json.dumps(json_body(world, entry.name, card), default=str).encode(encoding)
+            response = client.generic(
+                "POST",
+                path,
+                data=body,
+                content_type=content_type,
+                headers=credentials(entry.name, "POST", path, body),
+            )
+            assert _charset_refused(response), (path, encoding, response.status_code)
+        sent += 2 + len(UTF16_TYPES)
+    assert sent == len(ALL_ROUTES) * (2 + len(UTF16_TYPES))
+    assert not IdempotencyKey.objects.exists()
+    assert not InboundEvent.objects.exists()
+    assert not WebhookEvent.objects.exists()
+    assert_no_card_number_kept(log_output.getvalue())
+
+
+def test_a_request_id_that_is_a_card_number_is_replaced_never_kept(
+    client, world, log_output, django_capture_on_commit_callbacks
+):
+    """X-Request-ID is logged, stored on audit events, echoed and put on task messages; a
+    card-like one is replaced by a fresh id (never refused: a proxy's id may look like one)."""
+    routes = {entry.name: route for route, entry in ALL_ROUTES if entry.name in RECEIVERS}
+    payment = services.payment_create(
+        actor=Actor.staff(world.user),
+        practice=world.payment.practice,
+        site=world.payment.site,
+        patient=world.patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-PAN-RID",
+        amount="300.00",
+        method=PaymentMethod.ONLINE,
+    )
+    services.payment_await_customer(payment_id=payment.id, actor=Actor.staff(world.user))
+    world.payment = payment  # the DNA callback below captures it: an audit event with a request id
+    for index, name in enumerate(RECEIVERS):
+        path = world.concrete(routes[name])
+        card = CARDS[index % len(CARDS)]
+        body = _encode(json_body(world, name, "no card here"))
+        headers = {**credentials(name, "POST", path, body), "X-Request-ID": card}
+        with django_capture_on_commit_callbacks(execute=True):  # the webhook task runs eagerly
+            response = client.post(path, body, content_type="application/json", headers=headers)
+        assert response.status_code == 200, (name, response.content)
+        assert re.fullmatch(r"[0-9a-f]{32}", response["X-Request-ID"]), name
+    payment.refresh_from_db()
+    assert payment.state == "captured"
+    captured = AuditEvent.objects.get(payment_id=payment.id, to_state="captured")
+    assert re.fullmatch(r"[0-9a-f]{32}", captured.request_id)
+    assert card_numbers(log_output.getvalue()) == []
+    assert card_numbers(database_text()) == []
 
 
 # Django's own "view on site" redirect (admin, staff only) lets a malformed UUID escape as

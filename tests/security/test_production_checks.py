@@ -88,6 +88,24 @@ def test_unsafe_production_settings_stop_the_checks(change, expected):
     assert expected in output
 
 
+@pytest.mark.parametrize(
+    ("change", "drop"),
+    [({}, ("METRICS_TOKEN",)), ({"METRICS_TOKEN": ""}, ()), ({"METRICS_TOKEN": "dev-x"}, ())],
+    ids=["unset", "empty", "dev"],
+)
+def test_production_does_not_start_with_metrics_open(change, drop):
+    result, output = _check(change, drop=drop)
+
+    assert result.returncode != 0
+    assert "METRICS_TOKEN (or METRICS_TOKEN_FILE) must be set" in output
+
+
+def test_development_leaves_metrics_open_without_a_token():
+    result, output = _check({"DEBUG": "true"}, drop=("METRICS_TOKEN",))
+
+    assert result.returncode == 0, output
+
+
 def test_production_does_not_start_without_field_encryption_keys():
     result, output = _check(drop=("FIELD_ENCRYPTION_KEYS",))
 
@@ -147,7 +165,7 @@ def test_the_production_fixture_passes(production):
         ("SESSION_COOKIE_SECURE", False, "primoro.E002"),
         ("X_FRAME_OPTIONS", "SAMEORIGIN", "primoro.E002"),
         ("FIELD_ENCRYPTION_KEYS", f"{FIELD_KEYS},short", "primoro.E004"),
-        ("METRICS_TOKEN", "", "primoro.W001"),
+        ("METRICS_TOKEN", "", "primoro.E003"),
         ("RETENTION_FINANCIAL_YEARS", 3, "primoro.W002"),
     ],
     ids=[

@@ -19,7 +19,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from integrations.inbound.contracts import CONTRACTS
-from integrations.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign
+from integrations.signing import EVENT_ID_HEADER, SIGNATURE_HEADER, sign, valid_event_id
 from integrations.simulators import signing as sim_signing
 
 pytestmark = pytest.mark.django_db
@@ -273,12 +273,13 @@ def test_inbound_receiver(
     module, event_type = where
     path = f"/api/v1/inbound/{module}/{event_type}/"
     now = int(time.time())
+    signed_id = event_id if valid_event_id(event_id) else "evt-signed"
     signature = [
         None,
         junk,
-        sign("a-different-secret", now, body),
-        sign(INBOUND_SECRET, now - 3600, body),
-        sign(INBOUND_SECRET, now, body),
+        sign("a-different-secret", now, body, event_id=signed_id),
+        sign(INBOUND_SECRET, now - 3600, body, event_id=signed_id),
+        sign(INBOUND_SECRET, now, body, event_id=signed_id),
     ][signing_mode]
     headers = {}
     if signature is not None:
@@ -299,9 +300,10 @@ def test_inbound_signed_documents_with_wrong_types(client, receivers, where, doc
         document if not isinstance(document, dict) else {**document, "practice_id": practice_id}
     )
     body = json.dumps(payload).encode()
+    event_id = f"evt-{uuid.uuid4()}"
     headers = {
-        SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body),
-        EVENT_ID_HEADER: f"evt-{uuid.uuid4()}",
+        SIGNATURE_HEADER: sign(INBOUND_SECRET, int(time.time()), body, event_id=event_id),
+        EVENT_ID_HEADER: event_id,
     }
     _post(
         client, "POST", f"/api/v1/inbound/{module}/{event_type}/", body, "application/json", headers
