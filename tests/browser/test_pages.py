@@ -6,6 +6,7 @@ showing their errors."""
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 
 import pyotp
 import pytest
@@ -14,9 +15,9 @@ from django.utils import timezone
 from audit.actors import Actor
 from integrations.dna.client import forget_tokens
 from integrations.models import Destination, OutboxMessage
-from payments import flows, links
+from payments import deposits, flows, links, services
 from payments.disputes import payment_flag_dispute
-from payments.models import Payment, PaymentLink, PaymentState, TargetType
+from payments.models import Payment, PaymentLink, PaymentMethod, PaymentState, TargetType
 from practices.roles import Role
 from tests.browser.conftest import sign_in, tab_to
 from tests.factories import make_staff
@@ -147,6 +148,16 @@ def test_pay_by_link_from_composer_to_every_patient_page(
     assert _h1(page) == "This payment link has been cancelled"
     a11y.check(page, "paylink_cancelled")
 
+    # The payment moved on since the link was sent (authorised elsewhere): refused, plainly.
+    moved_url = _issue(staff, practice, site, patient, "INV-MOVED")
+    services.payment_authorise(
+        payment_id=Payment.objects.get(target_id="INV-MOVED").id, actor=Actor.provider("dna")
+    )
+    page.goto(moved_url)
+    page.click("main button[type=submit]")
+    page.wait_for_selector("h1:text-is('This payment cannot be made with this link')")
+    a11y.check(page, "paylink_refused")
+
     # DNA cannot be reached: nothing is taken, and the page says so.
     down_url = _issue(staff, practice, site, patient, "INV-DOWN")
     live.fault("/oauth2/token", "503", count=10)
@@ -156,6 +167,12 @@ def test_pay_by_link_from_composer_to_every_patient_page(
     page.wait_for_selector("h1:text-is('The payment page is not available right now')")
     assert "No payment has been taken." in page.inner_text("main")
     a11y.check(page, "paylink_error")
+
+    # Too many pages from one address in a minute.
+    settings.API_THROTTLE_RATES = {**settings.API_THROTTLE_RATES, "link": "1/min"}
+    page.goto(down_url)
+    assert _h1(page) == "Too many attempts"
+    a11y.check(page, "paylink_rate_limited")
     a11y.assert_clean()
 
     payment.refresh_from_db()
@@ -242,4 +259,57 @@ def test_forms_with_their_errors_and_a_disputed_payment(
     assert "Disputed." in page.inner_text("main")
     assert "Payment receipt (sent again)" in page.inner_text("main")
     a11y.check(page, "payment_disputed_receipt_resent")
+    a11y.assert_clean()
+
+
+def test_deposit_split_cancel_and_commerce_order_pages(
+    page, a11y, live, live_server, practice, site, patient, terminal, reception_actor
+):
+    """The pages other parts of the portal added: a deposit, cancelling a split, an order's
+    invoice reference."""
+    finance = make_staff(Role.FINANCE_ADMIN, Role.REFUND_MANAGER, practice=practice)
+    deposit = deposits.deposit_request(
+        actor=Actor.system("appointment_manager"),
+        practice=practice,
+        site=site,
+        patient=patient,
+        appointment_id="APT-77",
+        amount="50.00",
+    )
+    split = services.split_create(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-SPLIT-C",
+        amount_due=Decimal("40.00"),
+        tenders=[
+            services.TenderSpec(PaymentMethod.CASH, Decimal("15.00"), None),
+            services.TenderSpec(PaymentMethod.VOUCHER, Decimal("25.00"), None),
+        ],
+    )
+    order = captured(
+        reception_actor,
+        Actor.provider("dna"),
+        practice,
+        site,
+        patient,
+        terminal=terminal,
+        target_type=TargetType.COMMERCE_ORDER,
+        target_id="ORD-9",
+    )
+    base = live_server.url
+    sign_in(page, base, finance)
+
+    page.goto(f"{base}/deposits/{deposit.id}/")
+    assert "APT-77" in _h1(page)
+    a11y.check(page, "deposit_detail")
+    page.goto(f"{base}/splits/{split.id}/cancel/")
+    page.click("main button[type=submit]")
+    page.wait_for_selector(".errorlist")
+    a11y.check(page, "split_cancel_errors")
+    page.goto(f"{base}/payments/{order.id}/")
+    assert "Add the PMS invoice reference" in page.inner_text("main")
+    a11y.check(page, "payment_commerce_order")
     a11y.assert_clean()
