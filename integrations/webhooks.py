@@ -11,11 +11,12 @@ status; raising `RetryableWebhookError` leaves it for another attempt.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import structlog
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from integrations.models import WebhookEvent
@@ -68,8 +69,12 @@ def webhook_event_store(
     body, event_id, event_type, resource_ref = _without_nul(
         [body, event_id, event_type, resource_ref]
     )
+    # A receiver calls this outside any transaction: one INSERT in autocommit, with no
+    # BEGIN and COMMIT round trips on the ingest path. Inside a caller's transaction, a
+    # savepoint keeps that transaction usable after a duplicate.
+    once = transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext()
     try:
-        with transaction.atomic():
+        with once:
             event = WebhookEvent.objects.create(
                 provider=provider,
                 event_id=event_id[:200],
@@ -77,7 +82,7 @@ def webhook_event_store(
                 resource_ref=resource_ref[:128],
                 body=body,
             )
-            transaction.on_commit(lambda: _enqueue(event.pk))
+            transaction.on_commit(lambda: _enqueue(event.pk))  # at once in autocommit
     except IntegrityError:
         log.info("webhook_duplicate", provider=provider, event_id=event_id)
         metrics.webhook_event(provider, "duplicate")
