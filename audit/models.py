@@ -44,6 +44,7 @@ class EventType(models.TextChoices):
     OUTBOX_REDELIVERED = "outbox.redelivered"
     AUDIT_EXPORTED = "audit.exported"
     VIRTUAL_TERMINAL_SESSION = "virtual_terminal.session"
+    WEBHOOK_EVENT_REPROCESSED = "webhook_event.reprocessed"
     # System-initiated triggers from other modules (§4.6) and overdue balances.
     PAYMENT_DUE_DATE_SET = "payment.due_date_set"
     DEPOSIT_REFUND_REQUESTED = "deposit.refund_requested"

@@ -75,6 +75,9 @@ class WebhookEvent(models.Model):
     leaves the work to a Celery task on the webhooks queue. A re-delivered event
     hits the unique constraint and changes nothing. An event whose payment we do
     not know is kept as `unmatched` and shown to finance staff, never dropped.
+    Processing that keeps failing is retried with backoff (`next_attempt_at`)
+    and finally `parked`: shown in the admin, with a Task Manager task, until a
+    finance admin reprocesses it (integrations.webhooks).
     """
 
     class Provider(models.TextChoices):
@@ -88,6 +91,7 @@ class WebhookEvent(models.Model):
         IGNORED = "ignored", "Not handled (no effect)"
         UNMATCHED = "unmatched", "No matching record: needs attention"
         FAILED = "failed", "Processing failed: will retry"
+        PARKED = "parked", "Gave up retrying: needs attention"
 
     id = models.BigAutoField(primary_key=True)
     provider = models.CharField(max_length=16, choices=Provider.choices)
@@ -108,6 +112,9 @@ class WebhookEvent(models.Model):
     )
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.RECEIVED)
     attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a failed event is tried again (empty: at once)."
+    )
     last_error = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     processed_at = models.DateTimeField(null=True, blank=True)
@@ -117,7 +124,14 @@ class WebhookEvent(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "event_id"], name="webhook_event_once")
         ]
-        indexes = [models.Index(fields=["status", "received_at"], name="webhook_status")]
+        indexes = [
+            models.Index(fields=["status", "received_at"], name="webhook_status"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=models.Q(status__in=["received", "failed"]),
+                name="webhook_due",
+            ),
+        ]
 
     def __str__(self):
         return f"{self.provider}:{self.event_id} [{self.status}]"

@@ -66,10 +66,7 @@ def process_webhook_event(pk: int) -> str:
 
 @shared_task(name="integrations.tasks.sweep_webhook_events", ignore_result=True)
 def sweep_webhook_events() -> int:
-    """Beat's safety net for stored events whose task message was lost or that failed."""
-    from integrations.webhooks import webhook_event_process, webhook_events_due
+    """Beat's safety net for stored events whose task message was lost or that are due again."""
+    from integrations.webhooks import webhook_events_sweep
 
-    due = webhook_events_due()
-    for pk in due:
-        webhook_event_process(pk)
-    return len(due)
+    return webhook_events_sweep()

@@ -6,7 +6,21 @@ parsing, then calls `webhook_event_store`. Processing happens in the
 `process_webhook_event` task, which calls the handler registered for the
 provider with `register_handler`. Handlers run inside a transaction holding a
 lock on the event row, call the service layer, and return the event's new
-status; raising `RetryableWebhookError` leaves it for another attempt.
+status.
+
+When processing fails the event is tried again later, never in a tight loop:
+`next_attempt_at` backs off exponentially with full jitter
+(WEBHOOK_BACKOFF_BASE_SECONDS doubling to WEBHOOK_BACKOFF_CAP_SECONDS).
+
+- `RetryableWebhookError` (e.g. the provider's API is down) keeps the event
+  retrying until WEBHOOK_RETRY_WINDOW_SECONDS after it arrived;
+- any other error is a fault in the event or in our code: the handler's work is
+  rolled back, the attempt is recorded, and after WEBHOOK_MAX_ERROR_ATTEMPTS
+  attempts the event is given up on. One broken event never stops the others.
+
+An event given up on is `parked`: listed in the admin (status filter) with a
+Task Manager task for its practice, until a finance admin reprocesses it
+(`webhook_event_reprocess`, audited).
 """
 
 from __future__ import annotations
@@ -14,17 +28,29 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 import structlog
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
-from integrations.models import WebhookEvent
+from audit.actors import Actor
+from audit.models import EventType
+from audit.services import audit_record
+from integrations.models import Destination, WebhookEvent
+from integrations.outbox import outbox_enqueue
+from practices import access
+from practices.roles import Perm
 from primoro_payments import metrics
 
 log = structlog.get_logger("integrations.webhooks")
 
-MAX_PROCESSING_ATTEMPTS = 8
+Status = WebhookEvent.Status
+DUE_STATUSES = (Status.RECEIVED, Status.FAILED)
+REPROCESSABLE = (Status.PARKED, Status.FAILED)
+PARKED_TASK_TYPE = "webhook_event_parked"
 
 
 class RetryableWebhookError(Exception):
@@ -40,12 +66,23 @@ class HandlerResult:
 
 
 Handler = Callable[[WebhookEvent], HandlerResult]
+PracticeResolver = Callable[[WebhookEvent], object]
 _HANDLERS: dict[str, Handler] = {}
+_PRACTICE_RESOLVERS: dict[str, PracticeResolver] = {}
 
 
-def register_handler(provider: str, handler: Handler) -> None:
-    """Called from an AppConfig.ready(): which function processes this provider's events."""
+def register_handler(
+    provider: str, handler: Handler, *, practice_for: PracticeResolver | None = None
+) -> None:
+    """Called from an AppConfig.ready(): which function processes this provider's events.
+
+    `practice_for(event)` names the practice of an event that never finished
+    processing (from our own records only: the provider may be the thing that
+    is down), so its parked task reaches the right practice.
+    """
     _HANDLERS[provider] = handler
+    if practice_for is not None:
+        _PRACTICE_RESOLVERS[provider] = practice_for
 
 
 def _without_nul(value):
@@ -103,35 +140,44 @@ def _enqueue(pk: int) -> None:
         log.warning("webhook_not_enqueued", webhook_event=pk, error=str(exc))
 
 
-def webhook_event_process(pk: int) -> str:
-    """Process one stored event exactly once; safe to call concurrently and repeatedly."""
+def webhook_event_process(pk: int, *, now: datetime | None = None) -> str:
+    """Process one stored event exactly once; safe to call concurrently and repeatedly.
+
+    A failure is recorded on the event (attempt, error, next attempt) and never
+    raised: the caller may be a sweep with other events to process.
+    """
+    now = now or timezone.now()
     with transaction.atomic():
         event = WebhookEvent.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
         if event is None:
             return "locked-or-missing"
-        if event.status not in (WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED):
+        if event.status not in DUE_STATUSES:
             return event.status
-        handler = _HANDLERS.get(event.provider)
-        if handler is None:
-            raise RuntimeError(f"no webhook handler registered for {event.provider}")
         event.attempts += 1
         try:
-            with transaction.atomic():
+            handler = _HANDLERS[event.provider]
+            with transaction.atomic():  # a savepoint: a failing handler leaves nothing behind
                 result = handler(event)
         except RetryableWebhookError as exc:
-            event.status = WebhookEvent.Status.FAILED
-            event.last_error = str(exc)[:2000]
-            if event.attempts >= MAX_PROCESSING_ATTEMPTS:
-                event.status = WebhookEvent.Status.UNMATCHED
-                event.last_error = f"gave up after {event.attempts} attempts: {exc}"[:2000]
-            event.save(update_fields=["status", "last_error", "attempts"])
-            log.warning("webhook_retry_later", webhook_event=pk, error=str(exc))
+            _record_failure(event, str(exc), now=now, retryable=True)
+            return event.status
+        except Exception as exc:  # any fault: recorded on this event, the others go on
+            log.exception(
+                "webhook_processing_error",
+                webhook_event=pk,
+                provider=event.provider,
+                event_id=event.event_id,
+                error_type=type(exc).__name__,
+                attempts=event.attempts,
+            )
+            _record_failure(event, f"{type(exc).__name__}: {exc}", now=now, retryable=False)
             return event.status
         event.status = result.status
         event.payment_id = result.payment_id or event.payment_id
         event.practice_id = result.practice_id or event.practice_id
         event.last_error = result.note[:2000]
         event.processed_at = timezone.now()
+        event.next_attempt_at = None
         event.save(
             update_fields=[
                 "status",
@@ -140,16 +186,195 @@ def webhook_event_process(pk: int) -> str:
                 "last_error",
                 "processed_at",
                 "attempts",
+                "next_attempt_at",
             ]
         )
     log.info("webhook_processed", webhook_event=pk, provider=event.provider, status=event.status)
     return event.status
 
 
-def webhook_events_due() -> list[int]:
-    """Stored events still waiting (a lost task message, or a retryable failure)."""
-    return list(
-        WebhookEvent.objects.filter(
-            status__in=[WebhookEvent.Status.RECEIVED, WebhookEvent.Status.FAILED]
-        ).values_list("pk", flat=True)[:500]
+def retry_delay(attempts: int) -> float:
+    """Seconds before the next try after `attempts` failed ones: full jitter, hours at most."""
+    from integrations.relay import backoff_delay
+
+    return backoff_delay(
+        attempts - 1,
+        base=settings.WEBHOOK_BACKOFF_BASE_SECONDS,
+        cap=settings.WEBHOOK_BACKOFF_CAP_SECONDS,
     )
+
+
+def _record_failure(event: WebhookEvent, error: str, *, now: datetime, retryable: bool) -> None:
+    """Schedule the next try, or park the event once retrying is pointless (caller holds the lock)."""
+    if retryable:
+        window = timedelta(seconds=settings.WEBHOOK_RETRY_WINDOW_SECONDS)
+        give_up = now >= event.received_at + window
+    else:
+        give_up = event.attempts >= settings.WEBHOOK_MAX_ERROR_ATTEMPTS
+    if give_up:
+        _park(event, error, now=now)
+        return
+    event.status = Status.FAILED
+    event.last_error = error[:2000]
+    event.next_attempt_at = now + timedelta(seconds=retry_delay(event.attempts))
+    event.save(update_fields=["status", "last_error", "attempts", "next_attempt_at"])
+    log.warning(
+        "webhook_retry_later",
+        webhook_event=event.pk,
+        provider=event.provider,
+        attempts=event.attempts,
+        next_attempt_at=event.next_attempt_at.isoformat(),
+        error=error[:300],
+    )
+
+
+def _park(event: WebhookEvent, error: str, *, now: datetime) -> None:
+    """Give up: keep the event in view and give its practice a Task Manager task."""
+    hours = (now - event.received_at).total_seconds() / 3600
+    event.status = Status.PARKED
+    event.next_attempt_at = None
+    event.last_error = (f"Gave up after {event.attempts} attempt(s) over {hours:.1f} h: {error}")[
+        :2000
+    ]
+    if event.practice_id is None:
+        resolver = _PRACTICE_RESOLVERS.get(event.provider)
+        event.practice_id = resolver(event) if resolver else None
+    event.save(update_fields=["status", "last_error", "attempts", "next_attempt_at", "practice_id"])
+    metrics.webhook_event(event.provider, "parked")
+    log.error(
+        "webhook_parked",
+        webhook_event=event.pk,
+        provider=event.provider,
+        event_id=event.event_id,
+        attempts=event.attempts,
+        practice=str(event.practice_id) if event.practice_id else None,
+    )
+    if event.practice_id is None:
+        return  # nobody's task to give: platform support sees it in the admin
+    outbox_enqueue(
+        destination=Destination.TASK_MANAGER,
+        event_type="task.create",
+        practice_id=event.practice_id,
+        payment_id=event.payment_id,
+        payload={
+            "task_type": PARKED_TASK_TYPE,
+            "title": f"{event.get_provider_display()} event {event.event_id} "
+            "could not be processed",
+            "detail": event.last_error,
+            "provider": event.provider,
+            "event_id": event.event_id,
+            "event_type": event.event_type,
+            "resource_ref": event.resource_ref or None,
+            "payment_id": str(event.payment_id) if event.payment_id else None,
+            "attempts": event.attempts,
+            "received_at": event.received_at.isoformat(),
+            "note": "Fix the cause, then reprocess the event in the admin "
+            "(Integrations › Provider webhook events).",
+        },
+    )
+
+
+def webhook_events_due(*, now: datetime | None = None) -> list[int]:
+    """Stored events waiting to be processed: never tried, or failed and due again."""
+    now = now or timezone.now()
+    return list(
+        WebhookEvent.objects.filter(status__in=DUE_STATUSES)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .order_by(F("next_attempt_at").asc(nulls_first=True), "pk")
+        .values_list("pk", flat=True)[:500]
+    )
+
+
+def webhook_events_sweep(*, now: datetime | None = None) -> int:
+    """Process every due event; one that cannot be processed is recorded and the rest go on."""
+    due = webhook_events_due(now=now)
+    for pk in due:
+        try:
+            webhook_event_process(pk, now=now)
+        except DatabaseError as exc:  # even recording the failure failed in its transaction
+            log.error(
+                "webhook_sweep_event_failed",
+                webhook_event=pk,
+                error_type=type(exc).__name__,
+                error=str(exc)[:300],
+            )
+            if not _record_crash(pk, f"{type(exc).__name__}: {exc}", now=now or timezone.now()):
+                break  # the database itself is unavailable: the next sweep starts again
+    return len(due)
+
+
+def _record_crash(pk: int, error: str, *, now: datetime) -> bool:
+    """Count the attempt in a transaction of its own; False if the database refuses that too."""
+    try:
+        with transaction.atomic():
+            event = WebhookEvent.objects.select_for_update().filter(pk=pk).first()
+            if event is None or event.status not in DUE_STATUSES:
+                return True
+            event.attempts += 1
+            _record_failure(event, error, now=now, retryable=False)
+    except DatabaseError as exc:
+        log.error("webhook_attempt_not_recorded", webhook_event=pk, error=str(exc)[:300])
+        return False
+    return True
+
+
+# --- Reprocessing (finance admins) ---------------------------------------------------
+
+
+@transaction.atomic
+def webhook_event_reprocess(*, event_ids, actor: Actor) -> int:
+    """Try parked (or still failing) events again now: the admin's "Reprocess" action.
+
+    Needs MANAGE_EXCEPTIONS at each event's practice; an event no practice is
+    known for is platform support's (superusers). Audited per practice
+    (`webhook_event.reprocessed`); an event with no practice has no audit chain
+    to join and is logged instead. Attempts start again from zero. Returns how
+    many events were queued.
+    """
+    if not actor.is_staff:
+        raise access.NotPermitted(Perm.MANAGE_EXCEPTIONS, "Only staff can reprocess events.")
+    rows = list(
+        WebhookEvent.objects.select_for_update()
+        .filter(pk__in=list(event_ids), status__in=REPROCESSABLE)
+        .order_by("pk")
+    )
+    for practice_id in sorted({row.practice_id for row in rows if row.practice_id}, key=str):
+        access.require(actor.user, Perm.MANAGE_EXCEPTIONS, practice_id=practice_id)
+    if any(row.practice_id is None for row in rows) and not actor.user.is_superuser:
+        raise access.NotPermitted(
+            Perm.MANAGE_EXCEPTIONS,
+            "Only platform support can reprocess events no practice is known for.",
+        )
+    now = timezone.now()
+    by_practice: dict = {}
+    for row in rows:
+        by_practice.setdefault(row.practice_id, []).append(
+            {
+                "webhook_event": row.pk,
+                "provider": row.provider,
+                "event_id": row.event_id,
+                "event_type": row.event_type,
+                "previous_status": row.status,
+                "previous_attempts": row.attempts,
+                "last_error": row.last_error[:300],
+            }
+        )
+        row.status = Status.RECEIVED
+        row.attempts = 0
+        row.next_attempt_at = now
+        row.last_error = f"Reprocess requested by {actor.label}. Before: {row.last_error}"[:2000]
+        row.save(update_fields=["status", "attempts", "next_attempt_at", "last_error"])
+        transaction.on_commit(lambda pk=row.pk: _enqueue(pk))
+    for practice_id, events in by_practice.items():
+        if practice_id is None:
+            log.warning("webhook_events_reprocessed", actor=actor.label, events=events)
+            continue
+        audit_record(
+            event_type=EventType.WEBHOOK_EVENT_REPROCESSED,
+            practice_id=practice_id,
+            actor=actor,
+            subject_type="webhook_event",
+            subject_id=str(events[0]["webhook_event"]) if len(events) == 1 else "",
+            payload={"count": len(events), "events": events},
+        )
+    return len(rows)

@@ -212,6 +212,15 @@ OUTBOX_RELAY_TIME_BUDGET_SECONDS = env.float("OUTBOX_RELAY_TIME_BUDGET_SECONDS",
 # Publish a relay task when a transaction that wrote outbox rows commits.
 OUTBOX_RELAY_ON_COMMIT = env.bool("OUTBOX_RELAY_ON_COMMIT", default=not CELERY_TASK_ALWAYS_EAGER)
 
+# Stored provider events whose processing fails (integrations/webhooks.py): retried with
+# exponential backoff and full jitter (base doubling to the cap); a provider outage
+# (RetryableWebhookError) is retried for the window after the event arrived, any other
+# error for at most WEBHOOK_MAX_ERROR_ATTEMPTS attempts; then the event is parked.
+WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default=60.0)
+WEBHOOK_BACKOFF_CAP_SECONDS = env.float("WEBHOOK_BACKOFF_CAP_SECONDS", default=6 * 3600.0)
+WEBHOOK_RETRY_WINDOW_SECONDS = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=3 * 24 * 3600)
+WEBHOOK_MAX_ERROR_ATTEMPTS = env.int("WEBHOOK_MAX_ERROR_ATTEMPTS", default=5)
+
 # --- Payment providers (integrations/dna, subscriptions/) --------------------
 # Base URLs default to the local simulators (`python -m integrations.simulators`)
 # in development; production must name the real hosts (see PROVIDERS.md).

@@ -10,9 +10,9 @@ class SubscriptionsConfig(AppConfig):
     def ready(self) -> None:
         """Explicitly hand GoCardless events to our handler (no signals, no import side effects)."""
         from integrations.webhooks import register_handler
-        from subscriptions.handlers import handle_gocardless_event
+        from subscriptions.handlers import handle_gocardless_event, practice_for_event
 
-        register_handler("gocardless", handle_gocardless_event)
+        register_handler("gocardless", handle_gocardless_event, practice_for=practice_for_event)
         _register_guardian_source()
 
 

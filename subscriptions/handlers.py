@@ -82,6 +82,24 @@ def handle_gocardless_event(webhook_event: WebhookEvent) -> HandlerResult:
         return HandlerResult(status=Status.UNMATCHED, note=str(exc))
 
 
+def practice_for_event(webhook_event: WebhookEvent):
+    """The practice of a stored event from our own records (GoCardless may be what is down)."""
+    if webhook_event.practice_id:
+        return webhook_event.practice_id
+    body = webhook_event.body if isinstance(webhook_event.body, dict) else {}
+    links = body.get("links") if isinstance(body.get("links"), dict) else {}
+    payment_id, mandate_id = links.get("payment"), links.get("mandate")
+    if isinstance(payment_id, str) and payment_id:
+        found = SubscriptionPayment.objects.filter(gocardless_payment_id=payment_id).first()
+        if found is not None:
+            return found.practice_id
+    if isinstance(mandate_id, str) and mandate_id:
+        found = SubscriptionMandate.objects.filter(gocardless_mandate_id=mandate_id).first()
+        if found is not None:
+            return found.practice_id
+    return None
+
+
 # --- payments ----------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
+from integrations.admin import ReprocessWebhookEventsMixin
 from integrations.dna.models import DnaWebhookEvent, SettlementBatch, SettlementItem
 from practices.admin import GovernedReadOnlyAdmin
 from practices.roles import Perm
@@ -54,8 +55,9 @@ class SettlementBatchAdmin(GovernedReadOnlyAdmin):
 
 
 @admin.register(DnaWebhookEvent)
-class DnaWebhookEventAdmin(GovernedReadOnlyAdmin):
-    """DNA callbacks and terminal results, unmatched ones first (card fields were never stored)."""
+class DnaWebhookEventAdmin(ReprocessWebhookEventsMixin, GovernedReadOnlyAdmin):
+    """DNA callbacks and terminal results (card fields were never stored); parked ones can be
+    reprocessed."""
 
     view_permission = Perm.MANAGE_EXCEPTIONS
     scope_site_field = None
@@ -64,6 +66,7 @@ class DnaWebhookEventAdmin(GovernedReadOnlyAdmin):
         "provider",
         "event_type",
         "status",
+        "attempts",
         "resource_ref",
         "payment_id",
         "last_error",

@@ -1,22 +1,30 @@
-"""The shared webhook pipeline: each provider event is stored once and processed once."""
+"""The shared webhook pipeline: each provider event is stored once and processed once.
+
+Failures are retried with backoff and finally parked (with a Task Manager task).
+"""
 
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 from django.db import connection
 
-from integrations.models import WebhookEvent
+from integrations.models import Destination, OutboxMessage, WebhookEvent
 from integrations.webhooks import (
+    PARKED_TASK_TYPE,
     HandlerResult,
     RetryableWebhookError,
     register_handler,
     webhook_event_process,
     webhook_event_store,
+    webhook_events_due,
+    webhook_events_sweep,
 )
 
 CALLS: list[int] = []
+Status = WebhookEvent.Status
 
 
 def _handler(event: WebhookEvent) -> HandlerResult:
@@ -24,15 +32,31 @@ def _handler(event: WebhookEvent) -> HandlerResult:
     CALLS.append(event.pk)
     if event.body.get("retry"):
         raise RetryableWebhookError("provider look-up failed")
+    if event.body.get("broken"):
+        raise ValueError("a handler fault")
     if event.body.get("unknown"):
         return HandlerResult(status=WebhookEvent.Status.UNMATCHED, note="no such payment")
     return HandlerResult(status=WebhookEvent.Status.PROCESSED)
 
 
+def _practice_for(event: WebhookEvent):
+    return event.body.get("practice")
+
+
 @pytest.fixture(autouse=True)
-def pipeline_handler():
-    register_handler("pipeline-test", _handler)
+def pipeline_handler(settings):
+    register_handler("pipeline-test", _handler, practice_for=_practice_for)
+    settings.WEBHOOK_BACKOFF_BASE_SECONDS = 60.0
+    settings.WEBHOOK_BACKOFF_CAP_SECONDS = 6 * 3600.0
+    settings.WEBHOOK_RETRY_WINDOW_SECONDS = 24 * 3600
+    settings.WEBHOOK_MAX_ERROR_ATTEMPTS = 3
     CALLS.clear()
+
+
+def _tasks():
+    return OutboxMessage.objects.filter(
+        destination=Destination.TASK_MANAGER, payload__task_type=PARKED_TASK_TYPE
+    )
 
 
 def test_duplicate_delivery_is_stored_once(db):
@@ -63,14 +87,88 @@ def test_unknown_payment_is_kept_as_unmatched(db):
     assert event.status == WebhookEvent.Status.UNMATCHED and event.last_error == "no such payment"
 
 
-def test_retryable_failure_is_retried_then_surfaced(db):
+def test_a_provider_outage_is_retried_with_a_growing_jittered_backoff(db):
     event, _ = webhook_event_store(provider="pipeline-test", event_id="ev-4", body={"retry": True})
-    assert webhook_event_process(event.pk) == WebhookEvent.Status.FAILED
-    for _ in range(10):
-        webhook_event_process(event.pk)
+    now = event.received_at
+    delays = []
+    for attempt in range(1, 15):
+        assert webhook_event_process(event.pk, now=now) == Status.FAILED
+        event.refresh_from_db()
+        delay = (event.next_attempt_at - now).total_seconds()
+        assert 60.0 <= delay <= min(6 * 3600.0, 60.0 * 2 ** (attempt - 1))
+        assert event.pk not in webhook_events_due(now=now)
+        assert event.pk in webhook_events_due(now=event.next_attempt_at)
+        delays.append(delay)
+        now = event.next_attempt_at
+    assert event.attempts == 14 and event.last_error == "provider look-up failed"
+    assert max(delays) > 3600  # the retries reach hours apart, not seconds
+    assert not _tasks().exists()
+
+
+def test_an_outage_longer_than_the_window_parks_the_event_with_a_task(db, practice):
+    event, _ = webhook_event_store(
+        provider="pipeline-test",
+        event_id="ev-4b",
+        body={"retry": True, "practice": str(practice.id)},
+        resource_ref="PM123",
+    )
+    webhook_event_process(event.pk, now=event.received_at + timedelta(hours=23))
+
+    assert webhook_event_process(event.pk, now=event.received_at + timedelta(hours=24)) == (
+        Status.PARKED
+    )
     event.refresh_from_db()
-    assert event.status == WebhookEvent.Status.UNMATCHED
-    assert event.attempts == 8 and "gave up" in event.last_error
+    assert event.attempts == 2 and event.next_attempt_at is None
+    assert event.last_error.startswith("Gave up after 2 attempt(s) over 24.0 h")
+    assert event.practice_id == practice.id
+    assert event.pk not in webhook_events_due(now=event.received_at + timedelta(days=30))
+    [task] = _tasks()
+    assert task.practice_id == practice.id
+    assert task.payload["event_id"] == "ev-4b" and task.payload["resource_ref"] == "PM123"
+    assert task.payload["attempts"] == 2
+    assert webhook_event_process(event.pk) == Status.PARKED  # parked stays parked
+    assert _tasks().count() == 1
+
+
+def test_an_unexpected_error_is_recorded_not_raised_and_parked_after_the_limit(db, practice):
+    event, _ = webhook_event_store(
+        provider="pipeline-test",
+        event_id="ev-6",
+        body={"broken": True, "practice": str(practice.id)},
+    )
+
+    assert webhook_event_process(event.pk) == Status.FAILED
+    event.refresh_from_db()
+    assert event.attempts == 1 and event.last_error == "ValueError: a handler fault"
+    assert event.next_attempt_at > event.received_at
+    webhook_event_process(event.pk)
+    assert webhook_event_process(event.pk) == Status.PARKED
+    event.refresh_from_db()
+    assert event.attempts == 3 and "ValueError: a handler fault" in event.last_error
+    assert _tasks().get().practice_id == practice.id
+
+
+def test_a_parked_event_with_no_known_practice_writes_no_task(db):
+    event, _ = webhook_event_store(provider="pipeline-test", event_id="ev-7", body={"broken": 1})
+    for _ in range(3):
+        webhook_event_process(event.pk)
+
+    event.refresh_from_db()
+    assert event.status == Status.PARKED and event.practice_id is None
+    assert not OutboxMessage.objects.exists()
+
+
+def test_the_sweep_goes_past_a_broken_event(db):
+    broken, _ = webhook_event_store(provider="pipeline-test", event_id="ev-8", body={"broken": 1})
+    fine, _ = webhook_event_store(provider="pipeline-test", event_id="ev-9", body={})
+
+    assert webhook_events_sweep() == 2
+
+    broken.refresh_from_db()
+    fine.refresh_from_db()
+    assert (broken.status, broken.attempts) == (Status.FAILED, 1)
+    assert fine.status == Status.PROCESSED
+    assert webhook_events_sweep() == 0  # the broken one waits for its next attempt
 
 
 @pytest.mark.django_db(transaction=True)
