@@ -10,9 +10,19 @@ class DnaConfig(AppConfig):
 
     def ready(self):
         """Register the webhook handlers explicitly: which function processes which provider."""
-        from integrations.dna.handlers import handle_callback, handle_terminal_result
+        from integrations.dna.handlers import (
+            handle_callback,
+            handle_terminal_result,
+            practice_for_event,
+        )
         from integrations.models import WebhookEvent
         from integrations.webhooks import register_handler
 
-        register_handler(WebhookEvent.Provider.DNA, handle_callback)
-        register_handler(WebhookEvent.Provider.DNA_TERMINAL, handle_terminal_result)
+        register_handler(
+            WebhookEvent.Provider.DNA, handle_callback, practice_for=practice_for_event
+        )
+        register_handler(
+            WebhookEvent.Provider.DNA_TERMINAL,
+            handle_terminal_result,
+            practice_for=practice_for_event,
+        )

@@ -5,8 +5,9 @@ row lock (integrations.webhooks.webhook_event_process). It turns the stored,
 already verified and card-stripped body into a typed fact, finds the payment by
 our own id (invoiceId / uti = payment id; the terminal reference is the id's
 hex), and applies the fact through integrations.dna.outcomes. An event for a
-payment we do not know is kept as unmatched, with the practice where the
-terminal id tells it.
+payment we do not know is kept as unmatched, with the practice the DNA terminal
+id names (integrations.dna.selectors): a terminal result carries its tid; for a
+callback we ask DNA which terminal took the invoice (a failed look-up is retried).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import uuid
 
 import structlog
 
-from integrations.dna.client import DnaError, terminal_transaction, text, to_amount
+from integrations.dna.client import DnaClient, DnaError, terminal_transaction, text, to_amount
 from integrations.dna.outcomes import Applied, apply_terminal, authorise, capture, fail
+from integrations.dna.selectors import owner_from_dna, owner_of_terminal_id
 from integrations.dna.types import PaymentCallback
 from integrations.models import WebhookEvent
-from integrations.webhooks import HandlerResult
+from integrations.webhooks import HandlerResult, RetryableWebhookError
 from payments.models import Payment, PaymentMethod, Provider
-from terminals.models import Terminal
 
 log = structlog.get_logger("integrations.dna.handlers")
 
@@ -73,6 +74,7 @@ def handle_callback(event: WebhookEvent) -> HandlerResult:
         log.warning("dna_callback_unmatched", invoice=callback.invoice_id)
         return HandlerResult(
             status=Status.UNMATCHED,
+            practice_id=payment.practice_id if payment else _owner_from_dna(callback.invoice_id),
             note=f"No payment for invoiceId {callback.invoice_id!r}.",
         )
     if callback.currency != payment.currency:
@@ -100,11 +102,34 @@ def handle_terminal_result(event: WebhookEvent) -> HandlerResult:
         return HandlerResult(status=Status.UNMATCHED, note=f"unreadable terminal result: {error}")
     payment = payment_for_reference(result.uti)
     if payment is None or payment.method != PaymentMethod.TERMINAL:
-        terminal = Terminal.objects.filter(tid=result.tid).first() if result.tid else None
+        practice, _site = owner_of_terminal_id(result.tid)
         log.warning("dna_terminal_unmatched", uti=result.uti, tid=result.tid)
         return HandlerResult(
             status=Status.UNMATCHED,
-            practice_id=terminal.practice_id if terminal else None,
+            practice_id=practice.id if practice else None,
             note=f"No terminal payment for uti {result.uti!r}.",
         )
     return _result(apply_terminal(payment, result), payment)
+
+
+def _owner_from_dna(invoice_id: str):
+    """The practice whose DNA terminal took this unknown invoice; DNA unreachable → retry later."""
+    try:
+        with DnaClient() as dna:
+            practice, _site = owner_from_dna(invoice_id, dna)
+    except DnaError as error:
+        raise RetryableWebhookError(f"DNA look-up of {invoice_id!r} failed: {error}") from error
+    return practice.id if practice else None
+
+
+def practice_for_event(event: WebhookEvent):
+    """The practice of a stored DNA event from our own records (for a parked event's task)."""
+    if event.practice_id:
+        return event.practice_id
+    body = event.body if isinstance(event.body, dict) else {}
+    reference = event.resource_ref or text(body.get("invoiceId") or body.get("uti"))
+    payment = payment_for_reference(reference)
+    if payment is not None:
+        return payment.practice_id
+    practice, _site = owner_of_terminal_id(text(body.get("tid")))
+    return practice.id if practice else None

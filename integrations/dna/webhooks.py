@@ -116,6 +116,11 @@ def verify_callback(data: dict, secret: str) -> None:
         raise SignatureInvalid("signature mismatch")
 
 
+def callback_event_id(invoice_id: str, transaction_id: str, outcome: str) -> str:
+    """One stored event per invoice, transaction and outcome (a redelivery is a duplicate)."""
+    return f"{invoice_id}:{transaction_id}:{outcome}"
+
+
 @csrf_exempt
 @require_POST
 def dna_callback(request: HttpRequest) -> JsonResponse:
@@ -135,15 +140,23 @@ def dna_callback(request: HttpRequest) -> JsonResponse:
         verify_callback(data, settings.DNA_CLIENT_SECRET)
     except SignatureInvalid as error:
         return _refuse(str(error), "dna")
-    transaction_id = text(data.get("id"))
+    transaction_id = text(data.get("id")).strip()
+    if not transaction_id:
+        # Nothing would tell this callback from any other: refuse it rather than merge them.
+        log.warning("dna_callback_without_id")
+        return JsonResponse(
+            {"code": "invalid_body", "message": "The callback has no transaction id."},
+            status=400,
+        )
+    invoice_id = text(data.get("invoiceId"))
     success = data["success"]
     settled = data.get("settled") is True
     outcome = ("charged" if settled else "authorised") if success else "declined"
     _event, created = webhook_event_store(
         provider=WebhookEvent.Provider.DNA,
-        event_id=f"{transaction_id}:{outcome}",
+        event_id=callback_event_id(invoice_id, transaction_id, outcome),
         event_type=f"payment.{outcome}",
-        resource_ref=text(data.get("invoiceId")),
+        resource_ref=invoice_id,
         body=strip_card_fields(data),
     )
     return JsonResponse({"status": "stored" if created else "duplicate"}, status=200)

@@ -240,7 +240,7 @@ def signed_callback(
     secret: str = CLIENT_SECRET,
 ) -> dict:
     """A DNA callback body signed as the simulator (and DNA) sign it."""
-    transaction_id = transaction_id or str(uuid.uuid4())
+    transaction_id = str(uuid.uuid4()) if transaction_id is None else transaction_id
     error_code = 0 if success else 1102
     body = {
         "id": transaction_id,

@@ -60,7 +60,7 @@ def test_online_checkout_is_captured_through_the_hosted_page(
     assert payment.provider_reference == delivery["body"]["id"]
     event = WebhookEvent.objects.get(provider="dna")
     assert event.status == WebhookEvent.Status.PROCESSED
-    assert event.event_id == f"{payment.provider_reference}:charged"
+    assert event.event_id == f"{payment.id}:{payment.provider_reference}:charged"
     for field in ("cardTokenId", "cardPanStarred", "cardExpiryDate", "cardholderName"):
         assert field not in event.body
     assert event.body["cardSchemeName"] == "VISA"

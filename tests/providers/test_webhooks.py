@@ -12,8 +12,11 @@ import pytest
 
 from audit.actors import Actor
 from audit.models import AuditEvent, EventType
+from integrations.dna.client import DnaClient
 from integrations.dna.selectors import unmatched_provider_events
+from integrations.dna.types import CheckoutRequest
 from integrations.models import Destination, OutboxMessage, WebhookEvent
+from integrations.webhooks import webhook_event_process
 from payments import flows, services
 from payments.models import Payment, PaymentState, TargetType
 from practices.roles import Role
@@ -140,6 +143,56 @@ def test_a_valid_callback_is_stored_once_without_card_fields(
     assert "4242" not in logs and payload["cardTokenId"] not in logs and "LOVELACE" not in logs
 
 
+@pytest.mark.parametrize("transaction_id", ["", "   "])
+def test_a_signed_callback_without_a_transaction_id_is_refused(
+    dna,
+    client,
+    django_capture_on_commit_callbacks,
+    reception_actor,
+    practice,
+    site,
+    patient,
+    transaction_id,
+):
+    payment = _presented(reception_actor, practice, site, patient)
+    payload = signed_callback(
+        invoice_id=str(payment.id), amount=Decimal("60.00"), transaction_id=transaction_id
+    )
+
+    response = _post_callback(client, django_capture_on_commit_callbacks, payload)
+
+    assert response.status_code == 400 and response.json()["code"] == "invalid_body"
+    assert not WebhookEvent.objects.exists()
+    payment.refresh_from_db()
+    assert payment.state == S.AWAITING_CUSTOMER_ACTION
+
+
+def test_one_transaction_id_for_two_invoices_is_two_events(
+    dna, client, django_capture_on_commit_callbacks, reception_actor, practice, site, patient
+):
+    first = _presented(reception_actor, practice, site, patient)
+    second = _presented(reception_actor, practice, site, patient, amount="25.00")
+    shared = str(uuid.uuid4())
+
+    for payment, amount in ((first, "60.00"), (second, "25.00")):
+        answer = _post_callback(
+            client,
+            django_capture_on_commit_callbacks,
+            signed_callback(
+                invoice_id=str(payment.id), amount=Decimal(amount), transaction_id=shared
+            ),
+        )
+        assert answer.json() == {"status": "stored"}
+
+    assert set(WebhookEvent.objects.values_list("event_id", flat=True)) == {
+        f"{first.id}:{shared}:charged",
+        f"{second.id}:{shared}:charged",
+    }
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.state == second.state == S.CAPTURED
+
+
 @pytest.mark.parametrize(
     "tamper", ["wrong_secret", "body_changed", "stale", "future", "wrong_keyid", "no_headers"]
 )
@@ -206,33 +259,86 @@ def test_the_terminal_signature_covers_the_url_we_gave_dna(
 # --- unknown payments, order, contradictions -----------------------------------------------
 
 
+def _charge_outside_primoro(sim, http, practice, amount="12.00") -> tuple[str, str]:
+    """A charge at DNA on the practice's terminal that is none of our payments: (invoice, id)."""
+    invoice_id = str(uuid.uuid4())
+    with DnaClient() as dna:
+        checkout = dna.hosted_checkout(
+            CheckoutRequest(
+                invoice_id=invoice_id,
+                amount=Decimal(amount),
+                currency="GBP",
+                terminal_id=practice.dna_terminal_id,
+                description="Outside Primoro",
+                return_url="https://elsewhere.example/",
+                failure_return_url="https://elsewhere.example/",
+                callback_url="http://127.0.0.1:9/",
+                failure_callback_url="http://127.0.0.1:9/",
+            )
+        )
+    pay_on_hosted_page(http, checkout.redirect_url)
+    [charge] = sim.transactions(invoice_id)
+    return invoice_id, charge["id"]
+
+
 def test_an_event_for_an_unknown_payment_is_kept_as_unmatched_and_surfaced(
-    dna, client, django_capture_on_commit_callbacks, practice, sim_terminal, settings
+    dna, http, client, django_capture_on_commit_callbacks, practice, sim_terminal, settings
 ):
-    stranger = str(uuid.uuid4())
-    callback = signed_callback(invoice_id=stranger, amount=Decimal("12.00"))
+    stranger, transaction_id = _charge_outside_primoro(dna, http, practice)
+    callback = signed_callback(
+        invoice_id=stranger, amount=Decimal("12.00"), transaction_id=transaction_id
+    )
     _post_callback(client, django_capture_on_commit_callbacks, callback)
+    nobodys = str(uuid.uuid4())  # DNA holds no transaction for it: no terminal to go by
+    _post_callback(
+        client,
+        django_capture_on_commit_callbacks,
+        signed_callback(invoice_id=nobodys, amount=Decimal("5.00")),
+    )
     body = json_body(_terminal_body(uuid.uuid4()))
     with django_capture_on_commit_callbacks(execute=True):
         client.post(TERMINAL, data=body, content_type="application/json", **terminal_headers(body))
 
-    online, terminal = (
-        WebhookEvent.objects.get(provider="dna"),
-        WebhookEvent.objects.get(provider="dna_terminal"),
-    )
-    assert online.status == terminal.status == WebhookEvent.Status.UNMATCHED
+    online = WebhookEvent.objects.get(provider="dna", resource_ref=stranger)
+    unknown = WebhookEvent.objects.get(provider="dna", resource_ref=nobodys)
+    terminal = WebhookEvent.objects.get(provider="dna_terminal")
+    assert {online.status, unknown.status, terminal.status} == {WebhookEvent.Status.UNMATCHED}
     assert stranger in online.last_error
-    assert online.practice_id is None
-    assert terminal.practice_id == practice.id  # the terminal id says whose it is
+    assert online.practice_id == practice.id  # DNA's terminal id for the invoice says whose
+    assert terminal.practice_id == practice.id  # the terminal result carries its tid
+    assert unknown.practice_id is None
     finance = make_staff(Role.FINANCE_ADMIN, practice=practice)
     outsider = make_staff(Role.FINANCE_ADMIN, practice=PracticeFactory())
     superuser = make_staff(Role.FINANCE_ADMIN, practice=practice, is_superuser=True, is_staff=True)
-    assert list(unmatched_provider_events(finance)) == [terminal]
+    assert set(unmatched_provider_events(finance)) == {online, terminal}
     assert list(unmatched_provider_events(outsider)) == []
-    assert set(unmatched_provider_events(superuser)) == {online, terminal}
+    assert set(unmatched_provider_events(superuser)) == {online, unknown, terminal}
     client.force_login(superuser)
     page = client.get("/admin/dna/dnawebhookevent/?status__exact=unmatched")
     assert page.status_code == 200 and stranger in page.content.decode()
+
+
+def test_an_unknown_payment_is_attributed_later_when_dna_cannot_be_asked_now(
+    dna, http, client, django_capture_on_commit_callbacks, practice
+):
+    stranger, transaction_id = _charge_outside_primoro(dna, http, practice)
+    dna.fault("/v2/transactions/", "503", count=2)  # the look-up and its one retry
+
+    _post_callback(
+        client,
+        django_capture_on_commit_callbacks,
+        signed_callback(
+            invoice_id=stranger, amount=Decimal("12.00"), transaction_id=transaction_id
+        ),
+    )
+
+    event = WebhookEvent.objects.get(provider="dna")
+    assert event.status == WebhookEvent.Status.FAILED and event.practice_id is None
+    assert event.next_attempt_at is not None and stranger in event.last_error
+
+    assert webhook_event_process(event.pk) == WebhookEvent.Status.UNMATCHED  # DNA is back
+    event.refresh_from_db()
+    assert event.practice_id == practice.id and event.attempts == 2
 
 
 def test_events_out_of_order_change_nothing_twice(
