@@ -54,6 +54,8 @@ class SettlementItem(models.Model):
         CURRENCY_MISMATCH = "currency_mismatch", "Currency mismatch"
         STATE_MISMATCH = "state_mismatch", "Not captured in Primoro"
         CHARGEBACK = "chargeback", "Chargeback: the cardholder disputed the payment"
+        DUPLICATE_IN_BATCH = "duplicate_in_batch", "Listed twice in one batch"
+        SETTLED_TWICE = "settled_twice", "Already settled in an earlier batch"
 
     id = models.BigAutoField(primary_key=True)
     batch = models.ForeignKey(SettlementBatch, on_delete=models.PROTECT, related_name="items")

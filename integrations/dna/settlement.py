@@ -46,12 +46,12 @@ from integrations.dna.client import (
     to_amount,
 )
 from integrations.dna.models import SettlementBatch, SettlementItem
+from integrations.dna.selectors import owner_from_dna
 from payments import services
 from payments.disputes import payment_flag_dispute
 from payments.errors import PaymentError
 from payments.models import PAID_STATES, Payment, Provider, Refund
 from practices.models import Practice
-from terminals.models import Terminal
 
 log = structlog.get_logger("integrations.dna.settlement")
 
@@ -152,7 +152,17 @@ class ReconcileStats:
 
 
 def _store(batch: BatchData, source: str) -> bool:
-    """Store a batch and its items once; False if it was already stored."""
+    """Store a batch and its items once; False if the batch was already stored.
+
+    A transaction listed more than once in the batch is stored once and marked
+    `duplicate_in_batch`, to be raised as an exception when it is matched: the
+    batch may pay it twice, and which line is right is for finance staff to say.
+    """
+    if SettlementBatch.objects.filter(source=source, reference=batch.reference).exists():
+        return False
+    lines: dict[str, list[LineData]] = {}
+    for line in batch.lines:
+        lines.setdefault(line.transaction_id, []).append(line)
     try:
         with transaction.atomic():
             stored = SettlementBatch.objects.create(
@@ -166,21 +176,41 @@ def _store(batch: BatchData, source: str) -> bool:
                 total_net=batch.net,
             )
             SettlementItem.objects.bulk_create(
-                SettlementItem(
-                    batch=stored,
-                    kind=line.kind if line.kind in Item.Kind.values else Item.Kind.SALE,
-                    transaction_id=line.transaction_id,
-                    parent_transaction_id=line.parent_id,
-                    invoice_id=line.invoice_id,
-                    amount=line.amount,
-                    fee=line.fee,
-                    currency=line.currency or batch.currency,
-                )
-                for line in batch.lines
+                _item(stored, listed, batch.currency) for listed in lines.values()
             )
     except IntegrityError:
-        return False
+        # Only the batch reference is unique now: another pass stored it a moment ago.
+        if SettlementBatch.objects.filter(source=source, reference=batch.reference).exists():
+            return False
+        raise
+    for transaction_id, listed in lines.items():
+        if len(listed) > 1:
+            log.warning(
+                "dna_settlement_duplicate_line",
+                batch=batch.reference,
+                transaction=transaction_id,
+                times=len(listed),
+            )
     return True
+
+
+def _item(batch: SettlementBatch, listed: list[LineData], currency: str) -> SettlementItem:
+    line = listed[0]
+    item = SettlementItem(
+        batch=batch,
+        kind=line.kind if line.kind in Item.Kind.values else Item.Kind.SALE,
+        transaction_id=line.transaction_id,
+        parent_transaction_id=line.parent_id,
+        invoice_id=line.invoice_id,
+        amount=line.amount,
+        fee=line.fee,
+        currency=line.currency or currency,
+    )
+    if len(listed) > 1:
+        amounts = ", ".join(str(other.amount) for other in listed)
+        item.problem = Item.Problem.DUPLICATE_IN_BATCH
+        item.detail = f"Listed {len(listed)} times in this batch (amounts {amounts})."[:255]
+    return item
 
 
 def reconcile_settlements(*, source: SettlementSource | None = None) -> ReconcileStats:
@@ -213,22 +243,10 @@ def _payment_for(invoice_id: str) -> Payment | None:
 
 def _practice_from_dna(item: SettlementItem, dna: DnaClient) -> tuple[Practice | None, object]:
     """For an item we cannot match: whose is it? DNA's terminal id says (online or terminal)."""
-    if not item.invoice_id:
-        return None, None
     try:
-        transactions = dna.transactions(item.invoice_id)
+        return owner_from_dna(item.invoice_id, dna)
     except DnaError:
-        return None, None
-    for found in transactions:
-        if not found.terminal_id:
-            continue
-        terminal = Terminal.objects.filter(tid=found.terminal_id).first()
-        if terminal is not None:
-            return terminal.practice, terminal.site_id
-        practice = Practice.objects.filter(dna_terminal_id=found.terminal_id).first()
-        if practice is not None:
-            return practice, None
-    return None, None
+        return None, None  # the exception row is kept either way; superusers see it
 
 
 def _match(item_id: int, dna: DnaClient) -> str:
@@ -244,16 +262,29 @@ def _match(item_id: int, dna: DnaClient) -> str:
         payment = _payment_for(item.invoice_id)
         if payment is None:
             practice, site_id = _practice_from_dna(item, dna)
+            detail = f"No payment for invoiceId {item.invoice_id!r}."
+            if item.problem == Item.Problem.DUPLICATE_IN_BATCH:
+                detail = f"{item.detail} {detail}"
             return _exception(
                 item,
-                Item.Problem.UNKNOWN_TRANSACTION,
-                f"No payment for invoiceId {item.invoice_id!r}.",
+                item.problem or Item.Problem.UNKNOWN_TRANSACTION,
+                detail,
                 practice=practice,
                 site_id=site_id,
             )
         item.payment = payment
         item.practice_id = payment.practice_id
         item.site_id = payment.site_id
+        if item.problem == Item.Problem.DUPLICATE_IN_BATCH:
+            return _exception(item, Item.Problem.DUPLICATE_IN_BATCH, item.detail)
+        earlier = _settled_before(item)
+        if earlier is not None:
+            return _exception(
+                item,
+                Item.Problem.SETTLED_TWICE,
+                f"Transaction {item.transaction_id} was already settled in batch "
+                f"{earlier.batch.reference}.",
+            )
         if item.currency != payment.currency:
             return _exception(
                 item,
@@ -265,6 +296,18 @@ def _match(item_id: int, dna: DnaClient) -> str:
         if item.kind == Item.Kind.CHARGEBACK:
             return _chargeback(item, payment)
         return _match_sale(item, payment)
+
+
+def _settled_before(item: SettlementItem) -> SettlementItem | None:
+    """The same transaction in an earlier batch: settling it again would count the money twice."""
+    return (
+        SettlementItem.objects.filter(transaction_id=item.transaction_id, kind=item.kind)
+        .exclude(batch_id=item.batch_id)
+        .filter(batch_id__lt=item.batch_id)
+        .select_related("batch")
+        .order_by("batch_id")
+        .first()
+    )
 
 
 def _chargeback(item: SettlementItem, payment: Payment) -> str:

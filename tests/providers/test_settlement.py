@@ -200,3 +200,91 @@ def test_a_chargeback_in_a_batch_flags_the_payment_as_disputed_with_a_task(
     assert [p.id for p in payment_exceptions(finance, kind="disputed")] == [online.id]
     reconcile_settlements()  # a second pass changes nothing
     assert task.count() == 1
+
+
+class ListedSource:
+    """A settlement source serving the batches a test writes (the `source=` argument)."""
+
+    def __init__(self, *batches: BatchData):
+        self.batches = list(batches)
+
+    def fetch_batches(self):
+        return self.batches
+
+
+def _sale(payment: Payment, amount: Decimal | None = None) -> LineData:
+    return LineData(
+        transaction_id=payment.provider_reference,
+        parent_id="",
+        invoice_id=str(payment.id),
+        kind="sale",
+        amount=payment.captured_amount if amount is None else amount,
+        fee=Decimal("0.50"),
+        currency="GBP",
+    )
+
+
+def _batch(reference: str, *lines: LineData) -> BatchData:
+    sales = sum((line.amount for line in lines), Decimal(0))
+    fees = sum((line.fee for line in lines), Decimal(0))
+    return BatchData(
+        reference=reference,
+        settled_at=None,
+        currency="GBP",
+        lines=list(lines),
+        sales=sales,
+        refunds=Decimal(0),
+        fees=fees,
+        net=sales - fees,
+    )
+
+
+def test_a_batch_listing_one_transaction_twice_is_stored_with_an_exception(
+    live, http, practice, site, patient
+):
+    twice = _online(patient, practice, site, http, "40.00", "INV-D1")
+    once = _online(patient, practice, site, http, "15.00", "INV-D2")
+    source = ListedSource(
+        _batch("batch-dup", _sale(twice), _sale(once), _sale(twice, Decimal("4.00")))
+    )
+
+    stats = reconcile_settlements(source=source)
+
+    assert (stats.batches_new, stats.matched, stats.exceptions) == (1, 1, 1)
+    item = SettlementItem.objects.get(transaction_id=twice.provider_reference)
+    assert (item.status, item.problem) == ("exception", "duplicate_in_batch")
+    assert item.detail == "Listed 2 times in this batch (amounts 40.00, 4.00)."
+    assert item.practice_id == practice.id and item.payment_id == twice.id
+    twice.refresh_from_db()
+    once.refresh_from_db()
+    assert twice.state == S.CAPTURED  # not reconciled against a doubtful batch
+    assert once.state == S.RECONCILED
+    finance = make_staff(Role.FINANCE_ADMIN, practice=practice, is_staff=True)
+    assert list(reconciliation_exceptions(finance)) == [item]
+
+    again = reconcile_settlements(source=source)  # the same batch again: already stored
+    assert (again.batches_new, again.matched, again.exceptions) == (0, 0, 0)
+    assert SettlementItem.objects.count() == 2
+
+
+def test_a_transaction_settled_in_a_second_batch_is_an_exception_not_a_second_match(
+    live, http, practice, site, patient
+):
+    payment = _online(patient, practice, site, http, "52.00", "INV-D3")
+    reconcile_settlements(source=ListedSource(_batch("batch-first", _sale(payment))))
+    payment.refresh_from_db()
+    assert payment.state == S.RECONCILED
+
+    stats = reconcile_settlements(source=ListedSource(_batch("batch-second", _sale(payment))))
+
+    assert (stats.batches_new, stats.matched, stats.exceptions) == (1, 0, 1)
+    second = SettlementItem.objects.get(batch__reference="batch-second")
+    assert (second.status, second.problem) == ("exception", "settled_twice")
+    assert second.detail == (
+        f"Transaction {payment.provider_reference} was already settled in batch batch-first."
+    )
+    assert second.practice_id == practice.id
+    first = SettlementItem.objects.get(batch__reference="batch-first")
+    assert first.status == "matched"
+    reconciled = AuditEvent.objects.filter(payment_id=payment.id, to_state=S.RECONCILED)
+    assert [a.payload["batch_reference"] for a in reconciled] == ["batch-first"]
