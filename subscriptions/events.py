@@ -9,6 +9,9 @@ Signals only: nothing here (or anywhere) asks GoCardless to collect or retry.
 - failed (from any other state): Financial Signal `subscription.payment.failed`,
   the same event to the owning module at once (it gates fulfilment, §13.2.10),
   and a Task Manager task `subscription_payment_failed` (§13.2.6).
+- a mandate becomes failed, blocked, cancelled or expired (no collection can
+  happen on it any more): `subscription.mandate.<status>` to the owning module
+  and a Task Manager task `subscription_mandate_stopped`.
 - paid with fees known: the PMS writeback `subscription.payment.paid_out`
   carrying `fees` (§13.2.13). It waits for the payout, because fees only
   exist once GoCardless pays the payment out: one writeback per payment, with
@@ -28,11 +31,14 @@ from django.utils import timezone
 from integrations.models import Destination
 from integrations.outbox import outbox_enqueue
 from subscriptions.lifecycle import SubscriptionModule, SubscriptionState
-from subscriptions.models import SubscriptionPayment
+from subscriptions.models import SubscriptionMandate, SubscriptionPayment
 from subscriptions.provider_events import GoCardlessEvent
 
 SCHEMA_VERSION = 1
 FAILED_TASK_TYPE = "subscription_payment_failed"
+MANDATE_TASK_TYPE = "subscription_mandate_stopped"
+# GoCardless mandate statuses after which the module can collect nothing on the mandate.
+MANDATE_STOPPED_STATUSES = frozenset({"failed", "blocked", "cancelled", "expired"})
 MODULE_DESTINATION = {
     SubscriptionModule.CARE_PLAN: Destination.CARE_PLAN,
     SubscriptionModule.HYGIENE: Destination.HYGIENE,
@@ -77,7 +83,11 @@ def _outcome_payload(payment: SubscriptionPayment, event: GoCardlessEvent) -> di
 
 
 def _enqueue(
-    destination, event_type: str, payment: SubscriptionPayment, payload: dict, dedupe: str
+    destination,
+    event_type: str,
+    payment: SubscriptionPayment | SubscriptionMandate,
+    payload: dict,
+    dedupe: str,
 ):
     return outbox_enqueue(
         destination=destination,
@@ -145,6 +155,65 @@ def on_state_changed(payment: SubscriptionPayment, *, from_state: str, event: Go
             },
             f"task:sub:failed:{key}",
         )
+
+
+def mandate_facts(mandate: SubscriptionMandate) -> dict:
+    """The common payload of every mandate message. No bank details."""
+    return {
+        "subscription_mandate_id": str(mandate.id),
+        "practice_id": str(mandate.practice_id),
+        "site_id": str(mandate.site_id) if mandate.site_id else None,
+        "patient_id": str(mandate.patient_id),
+        "subscription_module": mandate.module,
+        "payment_mandate_ref": mandate.mandate_reference,
+        "provider": "gocardless",
+        "provider_reference": mandate.gocardless_mandate_id,
+        "gocardless_mandate_id": mandate.gocardless_mandate_id,
+        "state": mandate.state,
+        "gocardless_status": mandate.gocardless_status,
+    }
+
+
+def on_mandate_status_changed(
+    mandate: SubscriptionMandate, *, from_status: str, event: GoCardlessEvent
+) -> None:
+    """A mandate that can no longer be collected on: tell its module, and task the practice."""
+    status = mandate.gocardless_status
+    if status == from_status or status not in MANDATE_STOPPED_STATUSES:
+        return
+    payload = {
+        **mandate_facts(mandate),
+        "gocardless_status_from": from_status or None,
+        "gocardless_event_id": event.id,
+        "gocardless_event": event.kind,
+        "status_at": event.created_at.isoformat(),
+        "details": event.details(),
+    }
+    key = f"{mandate.gocardless_mandate_id}:{event.id}"
+    _enqueue(
+        MODULE_DESTINATION[mandate.module],
+        f"subscription.mandate.{status}",
+        mandate,
+        payload,
+        f"module:mandate:{status}:{key}",
+    )
+    module = SubscriptionModule(mandate.module).label
+    _enqueue(
+        Destination.TASK_MANAGER,
+        "task.create",
+        mandate,
+        {
+            "task_type": MANDATE_TASK_TYPE,
+            "title": f"{module}: Direct Debit mandate {mandate.mandate_reference} {status}",
+            "detail": event.description or event.cause,
+            "failure_cause": event.cause or None,
+            "reason_code": event.reason_code or None,
+            "note": f"No payment can be collected on this mandate. A new mandate belongs to "
+            f"{module} via GoCardless; Integrated Payments does not create mandates.",
+            "subscription_mandate": payload,
+        },
+        f"task:mandate:{status}:{key}",
+    )
 
 
 def queue_pms_writeback(payment: SubscriptionPayment) -> bool:

@@ -3,7 +3,8 @@
 Every function is keyword-only and does, in one `transaction.atomic`: lock the
 record, decide (subscriptions.lifecycle), change it, append the audit event
 (`subscription.payment.status_changed`, always with the PaymentMandateRef) and
-write the outbox rows (subscriptions.events). The webhook handler only
+write the outbox rows (subscriptions.events), for payments and for mandates
+that stop (failed, blocked, cancelled, expired). The webhook handler only
 translates GoCardless events and calls these.
 
 Records are created from what GoCardless's API says *now* (`registered_at` is
@@ -209,6 +210,8 @@ def subscription_mandate_register(
     _audit_mandate(
         mandate, actor=actor, from_state="", from_status="", event=event, change="registered"
     )
+    if event is not None:  # first heard of through this event: its signals are due now
+        events.on_mandate_status_changed(mandate, from_status="", event=event)
     return mandate, True
 
 
@@ -252,6 +255,7 @@ def subscription_mandate_apply_event(
         event=event,
         change="status",
     )
+    events.on_mandate_status_changed(mandate, from_status=from_status, event=event)
     return Outcome(mandate, True)
 
 

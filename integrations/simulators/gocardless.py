@@ -19,6 +19,9 @@ payment adds will_attempt_retry. Scenarios (events in one webhook, in order):
 - payment_charged_back: payments.charged_back (bank, authorisation_disputed, DDICA-1)
 - mandate_cancelled: mandates.cancelled (bank, mandate_cancelled, ADDACS-1)
 - mandate_active: mandates.active (gocardless, mandate_activated)
+- mandate_failed: mandates.failed (bank, invalid_bank_details, AUDDIS-5)
+- mandate_expired: mandates.expired (gocardless, mandate_expired)
+- mandate_blocked: mandates.blocked (gocardless, mandate_blocked)
 
 Fees, as GoCardless does it, are not in the events: GET the payout and its
 items. A paid-out payment's payout has `deducted_fees` (minor units, VAT
@@ -107,6 +110,9 @@ SCENARIOS = (
     "payment_charged_back",
     "mandate_cancelled",
     "mandate_active",
+    "mandate_failed",
+    "mandate_expired",
+    "mandate_blocked",
 )
 
 _DETAILS: dict[str, dict[str, Any]] = {
@@ -147,6 +153,26 @@ _DETAILS: dict[str, dict[str, Any]] = {
         "scheme": "bacs",
         "reason_code": "ADDACS-1",
         "description": "The mandate was cancelled at a bank branch.",
+    },
+    "mandate_failed": {
+        "origin": "bank",
+        "cause": "invalid_bank_details",
+        "scheme": "bacs",
+        "reason_code": "AUDDIS-5",
+        "description": "The bank refused the mandate: the account details are not valid "
+        "(simulated).",
+    },
+    "mandate_expired": {
+        "origin": "gocardless",
+        "cause": "mandate_expired",
+        "scheme": "bacs",
+        "description": "Nothing was collected on the mandate for a long time, so it expired "
+        "(simulated).",
+    },
+    "mandate_blocked": {
+        "origin": "gocardless",
+        "cause": "mandate_blocked",
+        "description": "The mandate was blocked: its bank account is on a block list (simulated).",
     },
     "mandate_active": {
         "origin": "gocardless",
@@ -223,7 +249,12 @@ def build_scenario(
     now = now or utcnow()
     mandate_id = mandate_id or new_id("MD")
     creditor_id = "CR" + "SIMULATOR000"
-    mandate_status = {"mandate_cancelled": "cancelled"}.get(name, "active")
+    mandate_status = {
+        "mandate_cancelled": "cancelled",
+        "mandate_failed": "failed",
+        "mandate_expired": "expired",
+        "mandate_blocked": "blocked",
+    }.get(name, "active")
     mandate = {
         "id": mandate_id,
         "created_at": isoformat(now - timedelta(days=30)),

@@ -28,6 +28,9 @@ EXPECTED = {
     "payment_charged_back": [("payments", "charged_back", "authorisation_disputed", "bank")],
     "mandate_cancelled": [("mandates", "cancelled", "mandate_cancelled", "bank")],
     "mandate_active": [("mandates", "active", "mandate_activated", "gocardless")],
+    "mandate_failed": [("mandates", "failed", "invalid_bank_details", "bank")],
+    "mandate_expired": [("mandates", "expired", "mandate_expired", "gocardless")],
+    "mandate_blocked": [("mandates", "blocked", "mandate_blocked", "gocardless")],
 }
 
 

@@ -21,7 +21,7 @@ from audit.models import AuditEvent, EventType
 from integrations.models import Destination, WebhookEvent
 from integrations.relay import relay_due
 from integrations.simulators import gocardless
-from subscriptions.events import FAILED_TASK_TYPE
+from subscriptions.events import FAILED_TASK_TYPE, MANDATE_TASK_TYPE
 from subscriptions.models import SubscriptionMandate, SubscriptionPayment
 from tests.subscriptions.conftest import (
     SECRET,
@@ -185,10 +185,89 @@ def test_mandate_scenario(name, status, state, live_server, gc_api, practice, pa
     assert (mandate.gocardless_status, mandate.state) == (status, state)
     assert mandate.mandate_reference == f"PMREF-{name.upper()}"
     assert SubscriptionPayment.objects.count() == 0
-    assert outbox() == []
     [audit] = AuditEvent.objects.filter(subject_type="subscription_mandate")
     assert (audit.to_state, audit.mandate_reference) == (state, mandate.mandate_reference)
     assert audit.provider_reference == mandate.gocardless_mandate_id
+
+
+def test_an_active_mandate_signals_nothing(live_server, gc_api, practice, patient):
+    _send("mandate_active", live_server, gc_api, practice, patient, "care_plan")
+
+    assert SubscriptionMandate.objects.get().state == "active_mandate"
+    assert outbox() == []
+
+
+@pytest.mark.parametrize(
+    ("name", "module", "status"),
+    [
+        ("mandate_failed", "care_plan", "failed"),
+        ("mandate_blocked", "hygiene", "blocked"),
+        ("mandate_cancelled", "care_plan", "cancelled"),
+        ("mandate_expired", "hygiene", "expired"),
+    ],
+)
+def test_a_mandate_that_stops_tells_its_module_and_tasks_the_practice(
+    name, module, status, live_server, gc_api, practice, patient
+):
+    active, _ = _send("mandate_active", live_server, gc_api, practice, patient, module)
+    mandate_id = active.events[0]["links"]["mandate"]
+
+    stopped, delivery = gocardless.send_scenario(
+        name,
+        url=f"{live_server.url}{WEBHOOK_PATH}",
+        secret=SECRET,
+        mandate_id=mandate_id,
+        mandate_ref="PMREF-MANDATE_ACTIVE",
+    )
+
+    assert delivery.status_code == 200
+    mandate = SubscriptionMandate.objects.get()
+    assert mandate.gocardless_status == status
+    rows = outbox()
+    assert {(m.destination, m.event_type) for m in rows} == {
+        (module, f"subscription.mandate.{status}"),
+        (Destination.TASK_MANAGER, "task.create"),
+    }
+    signal = next(m for m in rows if m.destination == module)
+    assert signal.practice_id == practice.id
+    assert signal.payload["payment_mandate_ref"] == "PMREF-MANDATE_ACTIVE"
+    assert signal.payload["gocardless_mandate_id"] == mandate_id
+    assert signal.payload["subscription_module"] == module
+    assert (signal.payload["gocardless_status_from"], signal.payload["gocardless_status"]) == (
+        "active",
+        status,
+    )
+    assert signal.payload["gocardless_event_id"] == stopped.events[0]["id"]
+    assert signal.payload["details"]["cause"] == stopped.events[0]["details"]["cause"]
+    task = next(m for m in rows if m.destination == Destination.TASK_MANAGER)
+    assert task.payload["task_type"] == MANDATE_TASK_TYPE
+    assert task.payload["subscription_mandate"] == signal.payload
+    assert "PMREF-MANDATE_ACTIVE" in task.payload["title"]
+    # The signals were written with the status change: its audit event is in the same commit.
+    change = AuditEvent.objects.get(
+        subject_type="subscription_mandate", payload__change="status", to_state=mandate.state
+    )
+    assert change.payload["gocardless_event_id"] == stopped.events[0]["id"]
+
+    again = gocardless.send_webhook(
+        f"{live_server.url}{WEBHOOK_PATH}", stopped.events, secret=SECRET
+    )
+    assert again.status_code == 200 and len(outbox()) == 2  # a redelivery signals nothing new
+
+
+def test_a_mandate_first_heard_of_as_failed_is_signalled_once(
+    live_server, gc_api, practice, patient
+):
+    built, _ = _send("mandate_failed", live_server, gc_api, practice, patient, "hygiene")
+
+    assert SubscriptionMandate.objects.get().gocardless_status == "failed"
+    assert sorted((m.destination, m.event_type) for m in outbox()) == [
+        (Destination.HYGIENE, "subscription.mandate.failed"),
+        (Destination.TASK_MANAGER, "task.create"),
+    ]
+    [signal] = outbox(Destination.HYGIENE)
+    assert signal.payload["gocardless_status_from"] is None
+    assert signal.payload["gocardless_event_id"] == built.events[0]["id"]
 
 
 def test_a_known_mandate_moves_from_active_to_cancelled(live_server, gc_api, practice, patient):
