@@ -12,8 +12,9 @@ the janitor (docs/providers.md).
 - `online_checkout_start` → a `CheckoutSession` for DNA's hosted page; the
   payment is `awaiting_customer_action`.
 - `pay_by_link_issue` → our own one-time link (payments/links.py serves it).
-- `virtual_terminal_open` / `virtual_terminal_close` → a MOTO checkout in an
-  iframe, muting call recording while card details are given.
+- `virtual_terminal_open` / `virtual_terminal_reopen` / `virtual_terminal_close`
+  → a MOTO checkout in an iframe, muting call recording while card entry is
+  open (the session's audited steps say whether it is).
 - `collection_start` → the desk's and the tablet's "take a payment": routes a
   terminal, pay-by-link, cash or voucher payment to its flow.
 - `payment_retry_start` → the retry of a failed payment, by its method's path.
@@ -43,7 +44,14 @@ from integrations.outbox import outbox_enqueue
 from payments import events, services
 from payments.errors import InvalidTransition, NotFound, PaymentError
 from payments.locks import lock_payment
-from payments.models import OFFLINE_METHODS, Payment, PaymentLink, PaymentMethod, PaymentState
+from payments.models import (
+    OFFLINE_METHODS,
+    Payment,
+    PaymentLink,
+    PaymentMethod,
+    PaymentState,
+    Provider,
+)
 from practices import access
 from practices.models import Patient, Practice, Site
 from practices.roles import Perm
@@ -513,9 +521,36 @@ def pay_by_link_retry(*, payment_id, actor: Actor) -> LinkRetry:
 
 # --- virtual terminal (MOTO) -----------------------------------------------------------
 
+VT_OPENED, VT_CLOSED = "opened", "closed"
+VT_CLOSE_REASONS = ("completed", "cancelled", "abandoned")
+
+
+def _vt_steps(payment_id) -> list[tuple[str, datetime]]:
+    """The session's audited steps, in order: the one record of whether it is open."""
+    return list(
+        AuditEvent.objects.filter(
+            payment_id=payment_id, event_type=EventType.VIRTUAL_TERMINAL_SESSION
+        )
+        .order_by("seq")
+        .values_list("payload__action", "occurred_at")
+    )
+
+
+def virtual_terminal_session_open(payment: Payment) -> bool:
+    """Whether card entry is open now (and call recording muted, with telephony on)."""
+    steps = _vt_steps(payment.id)
+    return bool(steps) and steps[-1][0] == VT_OPENED
+
 
 def _vt_session_event(payment: Payment, actor: Actor, action: str, reason: str = "") -> None:
-    """Audit the session step and, with telephony on, tell it to (un)mute call recording."""
+    """Audit the session step and, with telephony on, tell it to (un)mute call recording.
+
+    Each opening starts a numbered session; its mute and unmute carry the number,
+    so a reopened session mutes again while a repeated step cannot write twice.
+    """
+    session = sum(1 for step, _at in _vt_steps(payment.id) if step == VT_OPENED)
+    if action == VT_OPENED:
+        session += 1
     audit_record(
         event_type=EventType.VIRTUAL_TERMINAL_SESSION,
         practice_id=payment.practice_id,
@@ -527,10 +562,15 @@ def _vt_session_event(payment: Payment, actor: Actor, action: str, reason: str =
         amount=payment.amount,
         currency=payment.currency,
         method=payment.method,
-        payload={"action": action, "reason": reason, "payment_state": payment.state},
+        payload={
+            "action": action,
+            "reason": reason,
+            "payment_state": payment.state,
+            "session": session,
+        },
     )
     if payment.practice.telephony_enabled:
-        event_type = "call_recording.mute" if action == "opened" else "call_recording.unmute"
+        event_type = "call_recording.mute" if action == VT_OPENED else "call_recording.unmute"
         outbox_enqueue(
             destination=Destination.TELEPHONY,
             event_type=event_type,
@@ -542,9 +582,10 @@ def _vt_session_event(payment: Payment, actor: Actor, action: str, reason: str =
                 "site_id": str(payment.site_id),
                 "practice_id": str(payment.practice_id),
                 "reason": reason or None,
+                "session": session,
             },
             schema_version=events.SCHEMA_VERSION,
-            dedupe_key=f"telephony:{event_type}:{payment.id}",
+            dedupe_key=f"telephony:{event_type}:{payment.id}:{session}",
         )
 
 
@@ -564,9 +605,11 @@ def virtual_terminal_open(
     Needs Perm.USE_VIRTUAL_TERMINAL (checked by services.payment_create). The
     checkout is flagged MOTO: `"channel": "moto"` in merchantCustomData (DNA
     echoes it in the callback) and the payment's `moto` field. Card details are
-    typed only into DNA's page (redirect_url, shown in an iframe). The session
-    closes (unmute) when the outcome arrives by webhook, or by
-    `virtual_terminal_close`.
+    typed only into DNA's page, framed in the staff page (the portal's card
+    frame opens it with DNA's script). The session closes (unmute) when the
+    outcome arrives by webhook, by `virtual_terminal_close` (staff close or
+    leave the page), or when the janitor finds it open for longer than
+    DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS.
     """
     with transaction.atomic():
         payment = services.payment_create(
@@ -580,7 +623,7 @@ def virtual_terminal_open(
             method=PaymentMethod.VIRTUAL_TERMINAL,
             pms_invoice_ref=pms_invoice_ref,
         )
-        _vt_session_event(payment, actor, "opened")
+        _vt_session_event(payment, actor, VT_OPENED)
     try:
         return _open_checkout(
             payment, actor, return_url=public_url(reverse("paylink:complete")), embedded=True
@@ -604,12 +647,15 @@ def virtual_terminal_retry(*, payment_id, actor: Actor) -> Payment:
                 "Only virtual terminal payments are retried here.", code="method_not_allowed"
             )
         payment = services.payment_retry(payment_id=payment_id, actor=actor)
-        _vt_session_event(payment, actor, "opened")
+        _vt_session_event(payment, actor, VT_OPENED)
     return payment
 
 
 def virtual_terminal_session(*, payment: Payment, actor: Actor) -> CheckoutSession:
-    """Reopen DNA's card page for an open phone payment (the staff page was reloaded)."""
+    """DNA's card page for an open phone payment whose session is open (recording muted).
+
+    A closed session is reopened first (`virtual_terminal_reopen`), never silently.
+    """
     payment = _check_reuse(
         payment,
         actor=actor,
@@ -619,20 +665,17 @@ def virtual_terminal_session(*, payment: Payment, actor: Actor) -> CheckoutSessi
     )
     if actor.kind == "staff":
         access.require_recent_mfa(actor.user, payment.practice)
+    if not virtual_terminal_session_open(payment):
+        raise InvalidTransition(
+            "Card entry for this phone payment is closed: reopen it first.",
+            code="session_closed",
+        )
     return _open_checkout(
         payment, actor, return_url=public_url(reverse("paylink:complete")), embedded=True
     )
 
 
-@transaction.atomic
-def virtual_terminal_close(*, payment_id, actor: Actor, reason: str = "completed") -> bool:
-    """End the phone session: unmute call recording and audit it, exactly once.
-
-    Returns False when the session was already closed (or never opened).
-    """
-    if reason not in ("completed", "cancelled"):
-        raise PaymentError("reason is completed or cancelled.", code="invalid_reason")
-    payment = lock_payment(payment_id)
+def _require_vt(payment: Payment, actor: Actor) -> None:
     if payment.method != PaymentMethod.VIRTUAL_TERMINAL:
         raise PaymentError("Not a virtual terminal payment.", code="method_not_allowed")
     if actor.kind == "staff":
@@ -642,15 +685,63 @@ def virtual_terminal_close(*, payment_id, actor: Actor, reason: str = "completed
             practice_id=payment.practice_id,
             site_id=payment.site_id,
         )
-    steps = set(
-        AuditEvent.objects.filter(
-            payment_id=payment.id, event_type=EventType.VIRTUAL_TERMINAL_SESSION
-        ).values_list("payload__action", flat=True)
-    )
-    if "opened" not in steps or "closed" in steps:
+
+
+@transaction.atomic
+def virtual_terminal_reopen(*, payment_id, actor: Actor) -> bool:
+    """Open card entry again for a phone payment still waiting: mute call recording again.
+
+    Returns False when the session is already open. Audited like the first opening
+    (`opened`, reason `reopened`).
+    """
+    payment = lock_payment(payment_id)
+    _require_vt(payment, actor)
+    if payment.state not in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION):
+        raise InvalidTransition(
+            f"A {payment.get_state_display().lower()} payment cannot take card details again."
+        )
+    if actor.kind == "staff":
+        access.require_recent_mfa(actor.user, payment.practice)
+    if virtual_terminal_session_open(payment):
         return False
-    _vt_session_event(payment, actor, "closed", reason)
+    _vt_session_event(payment, actor, VT_OPENED, "reopened")
     return True
+
+
+@transaction.atomic
+def virtual_terminal_close(*, payment_id, actor: Actor, reason: str = "completed") -> bool:
+    """End the phone session: unmute call recording and audit it, once per opening.
+
+    Returns False when the session was not open (already closed, or never opened).
+    """
+    if reason not in VT_CLOSE_REASONS:
+        raise PaymentError(
+            f"reason is one of {', '.join(VT_CLOSE_REASONS)}.", code="invalid_reason"
+        )
+    payment = lock_payment(payment_id)
+    _require_vt(payment, actor)
+    if not virtual_terminal_session_open(payment):
+        return False
+    _vt_session_event(payment, actor, VT_CLOSED, reason)
+    return True
+
+
+def virtual_terminal_close_abandoned(*, actor: Actor, now=None) -> int:
+    """Close sessions open longer than DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS (staff left the
+    page without closing it and no outcome came): call recording resumes. Returns how many."""
+    now = now or timezone.now()
+    opened_before = now - timedelta(seconds=settings.DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS)
+    waiting = Payment.objects.filter(
+        provider=Provider.DNA,
+        method=PaymentMethod.VIRTUAL_TERMINAL,
+        state__in=(S.INITIATED, S.AWAITING_CUSTOMER_ACTION),
+    ).values_list("pk", flat=True)
+    closed = 0
+    for payment_id in waiting:
+        steps = _vt_steps(payment_id)
+        if steps and steps[-1][0] == VT_OPENED and steps[-1][1] <= opened_before:
+            closed += virtual_terminal_close(payment_id=payment_id, actor=actor, reason="abandoned")
+    return closed
 
 
 # --- taking a payment and retrying one ---------------------------------------------------

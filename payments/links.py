@@ -390,20 +390,32 @@ def _start(request: HttpRequest, token: str) -> HttpResponse:
     checkout = payment_link_checkout(token=token)
     if checkout["redirect_url"]:
         return redirect(checkout["redirect_url"])
-    script_url = checkout["script_url"]
     return _page(
         request,
         "paylink/checkout.html",
         {
-            "script_url": script_url,
-            # JSON inside <script>: escape what could end the element (as json_script does).
-            "payment_data_script": mark_safe(  # noqa: S308 - escaped just above
-                checkout["payment_data_json"].translate(_SCRIPT_ESCAPES)
+            **checkout_script_context(
+                script_url=checkout["script_url"],
+                payment_data_json=checkout["payment_data_json"],
             ),
-            "test_mode": settings.DEBUG or "://test-" in script_url,
             "token": token,
         },
     )
+
+
+def checkout_script_context(*, script_url: str, payment_data_json: str) -> dict:
+    """What templates/dna/_open_payment_page.html needs to open DNA's page with its script.
+
+    Used here and by the virtual terminal's card frame (payments/portal/drawer.py).
+    """
+    return {
+        "script_url": script_url,
+        # JSON inside <script>: escape what could end the element (as json_script does).
+        "payment_data_script": mark_safe(  # noqa: S308 - escaped here
+            payment_data_json.translate(_SCRIPT_ESCAPES)
+        ),
+        "test_mode": settings.DEBUG or "://test-" in script_url,
+    }
 
 
 @never_cache

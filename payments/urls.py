@@ -57,6 +57,16 @@ urlpatterns = [
         name="virtual_terminal",
     ),
     path(
+        "payments/<uuid:payment_id>/virtual-terminal/card/",
+        drawer.virtual_terminal_card,
+        name="virtual_terminal_card",
+    ),
+    path(
+        "payments/<uuid:payment_id>/virtual-terminal/reopen/",
+        drawer.virtual_terminal_reopen,
+        name="virtual_terminal_reopen",
+    ),
+    path(
         "payments/<uuid:payment_id>/virtual-terminal/close/",
         drawer.virtual_terminal_close,
         name="virtual_terminal_close",

@@ -16,11 +16,14 @@ from django.contrib import messages
 from django.db.models import Exists, OuterRef
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 from django.views.decorators.http import require_http_methods, require_POST
 
 from audit.actors import Actor
 from payments import flows, selectors, services
 from payments.errors import PaymentError
+from payments.links import checkout_script_context
 from payments.models import OFFLINE_METHODS, Payment, PaymentMethod, PaymentState, SplitPayment
 from payments.portal.forms import DrawerForm, SplitForm
 from payments.portal.views import _apply_error, _detail_context, portal_view
@@ -163,44 +166,99 @@ def _take(request, data, patient, sites, terminals):
 # --- Virtual terminal -------------------------------------------------------------
 
 
+def _vt_payment(request, payment_id) -> Payment:
+    payment = selectors.payment_get_for(request.user, payment_id)
+    if payment.method != PaymentMethod.VIRTUAL_TERMINAL or not access.has_perm(
+        request.user, Perm.USE_VIRTUAL_TERMINAL
+    ):
+        raise Http404("Not a virtual terminal payment.")
+    return payment
+
+
 @portal_view
 def virtual_terminal(request, payment_id):
-    """Provider-hosted card fields in a frame; the call-recording indicator while it is open."""
-    payment = selectors.payment_get_for(request.user, payment_id)
-    if payment.method != PaymentMethod.VIRTUAL_TERMINAL:
-        raise Http404("Not a virtual terminal payment.")
-    if not access.has_perm(request.user, Perm.USE_VIRTUAL_TERMINAL):
-        raise Http404("Not a virtual terminal payment.")
+    """The phone payment page: DNA's card page in a frame while card entry is open.
+
+    The call-recording banner follows the session's real state (its audited
+    steps): open means muted. A closed session offers "Reopen card entry".
+    """
+    payment = _vt_payment(request, payment_id)
     is_open = payment.state in (S.INITIATED, S.AWAITING_CUSTOMER_ACTION)
-    session = None
-    if is_open:
-        try:
-            session = flows.virtual_terminal_session(
-                payment=payment, actor=Actor.staff(request.user)
-            )
-        except PaymentError as error:  # e.g. DNA unreachable: say so, reload to try again
-            messages.error(request, error.message)
+    session_open = is_open and flows.virtual_terminal_session_open(payment)
+    if session_open:
+        access.require_recent_mfa(request.user, payment.practice)  # before the frame asks
     context = _detail_context(request, payment)
     context.update(
         {
-            "session": session,
             "open": is_open,
-            "recording_muted": payment.practice.telephony_enabled,
+            "session_open": session_open,
+            "telephony": payment.practice.telephony_enabled,
+            "recording_muted": session_open and payment.practice.telephony_enabled,
         }
     )
     return render(request, "portal/virtual_terminal.html", context)
 
 
+@xframe_options_sameorigin
+@never_cache
+@portal_view
+def virtual_terminal_card(request, payment_id):
+    """The frame: a page of ours that opens DNA's card page with DNA's script and the token.
+
+    In "redirect" mode (the simulator) it goes straight to the page DNA's script
+    would open. Nothing here takes a card detail.
+    """
+    payment = _vt_payment(request, payment_id)
+    try:
+        session = flows.virtual_terminal_session(payment=payment, actor=Actor.staff(request.user))
+    except PaymentError as error:
+        return render(
+            request,
+            "portal/virtual_terminal_card.html",
+            {"error": error.message},
+            status=error.status,
+        )
+    if session.redirect_url:
+        return redirect(session.redirect_url)
+    return render(
+        request,
+        "portal/virtual_terminal_card.html",
+        checkout_script_context(
+            script_url=session.script_url, payment_data_json=session.payment_data_json
+        ),
+    )
+
+
+@portal_view
+@require_POST
+def virtual_terminal_reopen(request, payment_id):
+    payment = _vt_payment(request, payment_id)
+    try:
+        flows.virtual_terminal_reopen(payment_id=payment.id, actor=Actor.staff(request.user))
+    except PaymentError as error:
+        messages.error(request, error.message)
+        return redirect("portal:payment", payment_id=payment.id)
+    return redirect("portal:virtual_terminal", payment_id=payment.id)
+
+
 @portal_view
 @require_POST
 def virtual_terminal_close(request, payment_id):
+    """ "Close without taking payment", or the page's beacon when staff leave it (204)."""
     payment = selectors.payment_get_for(request.user, payment_id)
+    beacon = request.POST.get("beacon") == "1"
     try:
         flows.virtual_terminal_close(
-            payment_id=payment.id, actor=Actor.staff(request.user), reason="cancelled"
+            payment_id=payment.id,
+            actor=Actor.staff(request.user),
+            reason="abandoned" if beacon else "cancelled",
         )
     except PaymentError as error:
+        if beacon:
+            return HttpResponse(status=409)
         messages.error(request, error.message)
+    if beacon:
+        return HttpResponse(status=204)
     return redirect("portal:payment", payment_id=payment.id)
 
 

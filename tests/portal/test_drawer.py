@@ -274,7 +274,10 @@ def test_virtual_terminal_shows_hosted_fields_and_the_recording_indicator(
     frame = re.search(
         r'<iframe title="Secure card entry provided by DNA Payments" src="([^"]+)"', page
     )
-    assert frame and frame.group(1).startswith(live.url)
+    assert frame and frame.group(1) == f"/payments/{payment.id}/virtual-terminal/card/"
+    card = client.get(frame.group(1))
+    assert card.status_code == 302 and card["Location"].startswith(live.url)  # DNA's page
+    assert card["X-Frame-Options"] == "SAMEORIGIN"
     assert not re.search(r"<input[^>]*name=\"(card|pan|cvv)", page, re.I)
     mute = OutboxMessage.objects.filter(destination=Destination.TELEPHONY)
     assert [m.event_type for m in mute] == ["call_recording.mute"]

@@ -1,18 +1,23 @@
-"""The virtual terminal: MOTO checkout in DNA's embedded page, call recording muted once, unmuted once."""
+"""The virtual terminal: MOTO checkout in DNA's embedded page; call recording muted exactly while
+card entry is open (each opening mutes once, each closing unmutes once)."""
 
 from __future__ import annotations
 
 import json
+import re
+from decimal import Decimal
 
 import pytest
+from django.test import Client
 
 from audit.actors import Actor
 from audit.models import AuditEvent, EventType
 from integrations.models import Destination, OutboxMessage
+from integrations.simulators import dna as dna_sim
 from payments import flows
 from payments.models import Payment, PaymentState, TargetType
 from practices.access import NotPermitted
-from tests.providers.conftest import pay_on_hosted_page
+from tests.providers.conftest import forms, pay_on_hosted_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -130,3 +135,125 @@ def test_the_virtual_terminal_is_refused_without_the_permission(
     assert not _telephony().exists()
     assert not AuditEvent.objects.filter(event_type=EventType.VIRTUAL_TERMINAL_SESSION).exists()
     assert live.requests() == []
+
+
+# --- the staff page: DNA's script in the card frame, the session's real mute state ---------------
+
+
+def _page(client, payment) -> str:
+    return client.get(f"/payments/{payment.id}/virtual-terminal/").content.decode()
+
+
+def _frame_src(page: str) -> str | None:
+    found = re.search(
+        r'<iframe title="Secure card entry provided by DNA Payments" src="([^"]+)"', page
+    )
+    return found.group(1) if found else None
+
+
+def test_in_script_mode_the_card_frame_opens_dnas_page_with_dnas_script(
+    live, http, client, settings, telephony, site, patient, vt_operator
+):
+    settings.DNA_CHECKOUT_MODE = "script"  # production: DNA's payment-api.js opens the page
+    session = _open(Actor.staff(vt_operator), telephony, site, patient)
+    assert session.redirect_url is None
+    client.force_login(vt_operator)
+
+    page = _page(client, session.payment)
+    card = client.get(_frame_src(page))
+
+    assert "Call recording is paused" in page
+    assert card.status_code == 200 and card["X-Frame-Options"] == "SAMEORIGIN"
+    html = card.content.decode()
+    assert f'<script src="{live.url}/checkout/payment-api.js"></script>' in html
+    assert "window.DNAPayments.openPaymentPage(data)" in html
+    assert not re.search(r"<input|<form", html)  # no card field of ours
+    data = json.loads(
+        html.split('id="dna-payment-data">')[1].split("</script>")[0], parse_float=Decimal
+    )
+    assert data["invoiceId"] == str(session.payment.id) and data["amount"] == Decimal("95")
+    assert json.loads(data["merchantCustomData"])["channel"] == "moto"
+    [*_, token] = [r for r in live.requests("/oauth2/token") if "payment" in r["body"]["scope"]]
+    assert token["body"]["scope"] == "payment integration_embedded"
+    # What DNA's script does with that data: the simulator serves the script and the page.
+    script = http.get(f"{live.url}/checkout/payment-api.js")
+    assert script.status_code == 200 and "openPaymentPage" in script.text
+    pay_on_hosted_page(http, dna_sim.checkout_page_url(live.url, data))
+
+    payment = Payment.objects.get(pk=session.payment.pk)
+    assert payment.state == S.CAPTURED and payment.moto
+    assert [m.event_type for m in _telephony().order_by("created_at")] == [
+        "call_recording.mute",
+        "call_recording.unmute",
+    ]
+
+
+def test_the_banner_follows_the_session_and_reopening_mutes_again(
+    live, http, client, telephony, site, patient, vt_operator
+):
+    session = _open(Actor.staff(vt_operator), telephony, site, patient)
+    payment = session.payment
+    client.force_login(vt_operator)
+    assert "Call recording is paused" in _page(client, payment)
+
+    client.post(f"/payments/{payment.id}/virtual-terminal/close/")
+    closed_page = _page(client, payment)
+    tokens_before = live.count("/oauth2/token")
+    refused = client.get(f"/payments/{payment.id}/virtual-terminal/card/")
+
+    assert "Call recording is paused" not in closed_page
+    assert _frame_src(closed_page) is None
+    assert "Card entry is closed and call recording has resumed" in closed_page
+    assert "Reopen card entry" in closed_page
+    assert refused.status_code == 409 and "reopen it first" in refused.content.decode()
+    assert live.count("/oauth2/token") == tokens_before  # no DNA page while recording runs
+    assert Payment.objects.get(pk=payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+
+    reopened = client.post(f"/payments/{payment.id}/virtual-terminal/reopen/")
+
+    assert reopened["Location"] == f"/payments/{payment.id}/virtual-terminal/"
+    page = _page(client, payment)
+    assert "Call recording is paused" in page and _frame_src(page)
+    mutes = _telephony("call_recording.mute").order_by("created_at")
+    assert [m.payload["session"] for m in mutes] == [1, 2]
+    assert _session_steps(payment) == ["opened", "closed", "opened"]
+    reopening = AuditEvent.objects.filter(
+        payment_id=payment.id, event_type=EventType.VIRTUAL_TERMINAL_SESSION
+    ).last()
+    assert reopening.payload["reason"] == "reopened" and reopening.actor_id == str(vt_operator.pk)
+    assert client.post(f"/payments/{payment.id}/virtual-terminal/reopen/").status_code == 302
+    assert _telephony("call_recording.mute").count() == 2  # already open: no third mute
+
+    card = client.get(_frame_src(page))
+    pay_on_hosted_page(http, card["Location"])
+
+    assert Payment.objects.get(pk=payment.pk).state == S.CAPTURED
+    unmutes = _telephony("call_recording.unmute").order_by("created_at")
+    assert [(m.payload["session"], m.payload["reason"]) for m in unmutes] == [
+        (1, "cancelled"),
+        (2, "completed"),
+    ]
+
+
+def test_leaving_the_page_closes_card_entry_through_a_csrf_checked_beacon(
+    dna, telephony, site, patient, vt_operator
+):
+    session = _open(Actor.staff(vt_operator), telephony, site, patient)
+    payment = session.payment
+    browser = Client(enforce_csrf_checks=True)
+    browser.force_login(vt_operator)
+    page = _page(browser, payment)
+    close_url = f"/payments/{payment.id}/virtual-terminal/close/"
+    assert 'id="vt-close"' in page and "sendBeacon" in page and '"pagehide"' in page
+
+    forged = browser.post(close_url, {"beacon": "1"})
+    assert forged.status_code == 403
+    assert not _telephony("call_recording.unmute").exists()
+
+    beacon = browser.post(close_url, {"beacon": "1", "csrfmiddlewaretoken": forms(page).csrf})
+
+    assert beacon.status_code == 204
+    [unmute] = _telephony("call_recording.unmute")
+    assert unmute.payload["reason"] == "abandoned"
+    assert "Call recording is paused" not in _page(browser, payment)
+    assert Payment.objects.get(pk=payment.pk).state == S.AWAITING_CUSTOMER_ACTION
