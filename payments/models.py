@@ -236,6 +236,11 @@ class Payment(FSMModelMixin, models.Model):
     failed_at = models.DateTimeField(null=True, blank=True)
     voided_at = models.DateTimeField(null=True, blank=True)
     reconciled_at = models.DateTimeField(null=True, blank=True)
+    next_check_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the DNA janitor next asks about this payment (empty: once it is stale).",
+    )
 
     objects = PaymentQuerySet.as_manager()
 
@@ -282,6 +287,15 @@ class Payment(FSMModelMixin, models.Model):
                 fields=["created_at"], condition=Q(disputed=True), name="payment_disputed"
             ),
             models.Index(fields=["target_id"], name="payment_target_ref"),
+            # The janitor's queue: DNA payments whose outcome is not known yet.
+            models.Index(
+                fields=["next_check_at", "updated_at"],
+                condition=Q(
+                    provider="dna",
+                    state__in=["initiated", "awaiting_customer_action", "authorised"],
+                ),
+                name="payment_janitor_due",
+            ),
             models.Index(
                 fields=["pms_invoice_ref"],
                 condition=~Q(pms_invoice_ref=""),

@@ -264,6 +264,16 @@ DNA_TERMINAL_WEBHOOK_TOLERANCE_SECONDS = env.int(
 )
 DNA_JANITOR_STALE_SECONDS = env.int("DNA_JANITOR_STALE_SECONDS", default=120)
 DNA_CHECKOUT_ABANDON_SECONDS = env.int("DNA_CHECKOUT_ABANDON_SECONDS", default=7200)
+# A virtual-terminal session left open this long (no outcome, not closed) is closed by the
+# janitor, so call recording resumes (payments/flows.py).
+DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS = env.int("DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS", default=900)
+# The janitor pass (integrations/dna/janitor.py): at most this many payments, within this
+# time budget (below CELERY_TASK_SOFT_TIME_LIMIT), each DNA look-up bounded by the timeout;
+# a payment still waiting is asked again later the longer it has waited, at most this cap apart.
+DNA_JANITOR_BATCH = env.int("DNA_JANITOR_BATCH", default=200)
+DNA_JANITOR_TIME_BUDGET_SECONDS = env.float("DNA_JANITOR_TIME_BUDGET_SECONDS", default=60.0)
+DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS = env.float("DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS", default=5.0)
+DNA_JANITOR_RECHECK_CAP_SECONDS = env.int("DNA_JANITOR_RECHECK_CAP_SECONDS", default=3600)
 DNA_OPERATION_LEASE_SECONDS = env.int("DNA_OPERATION_LEASE_SECONDS", default=60)
 DNA_OPERATION_FLAG_AFTER_ATTEMPTS = env.int("DNA_OPERATION_FLAG_AFTER_ATTEMPTS", default=8)
 DNA_SETTLEMENT_SOURCE = env.str(

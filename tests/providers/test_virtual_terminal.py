@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
@@ -12,6 +13,7 @@ from django.test import Client
 
 from audit.actors import Actor
 from audit.models import AuditEvent, EventType
+from integrations.dna import janitor
 from integrations.models import Destination, OutboxMessage
 from integrations.simulators import dna as dna_sim
 from payments import flows
@@ -257,3 +259,24 @@ def test_leaving_the_page_closes_card_entry_through_a_csrf_checked_beacon(
     assert unmute.payload["reason"] == "abandoned"
     assert "Call recording is paused" not in _page(browser, payment)
     assert Payment.objects.get(pk=payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+
+
+def test_the_janitor_closes_a_session_left_open_too_long(
+    dna, settings, telephony, site, patient, vt_operator
+):
+    settings.DNA_VIRTUAL_TERMINAL_ABANDON_SECONDS = 900
+    session = _open(Actor.staff(vt_operator), telephony, site, patient)
+    started = AuditEvent.objects.filter(payment_id=session.payment.id).order_by("seq").last()
+
+    early = janitor.run(now=started.occurred_at + timedelta(minutes=14))
+    late = janitor.run(now=started.occurred_at + timedelta(minutes=15))
+
+    assert (early.sessions_closed, late.sessions_closed) == (0, 1)
+    [unmute] = _telephony("call_recording.unmute")
+    assert unmute.payload["reason"] == "abandoned"
+    closing = AuditEvent.objects.filter(
+        payment_id=session.payment.id, event_type=EventType.VIRTUAL_TERMINAL_SESSION
+    ).last()
+    assert closing.actor_kind == "system" and closing.payload["action"] == "closed"
+    assert Payment.objects.get(pk=session.payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+    assert janitor.run(now=started.occurred_at + timedelta(minutes=30)).sessions_closed == 0
