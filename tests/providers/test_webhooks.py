@@ -256,6 +256,60 @@ def test_the_terminal_signature_covers_the_url_we_gave_dna(
     assert accepted.status_code == 200
 
 
+# --- over real HTTP: DNA (the simulator) signs with a secret we do not hold ---------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_callback_dna_signs_with_another_secret_is_refused_over_http(
+    live, http, settings, practice, site, patient
+):
+    session = flows.online_checkout_start(
+        actor=Actor.for_patient(patient),
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-SIG-1",
+        amount="60.00",
+        return_url="https://app.example/return",
+    )
+    settings.DNA_CLIENT_SECRET = "a-secret-dna-does-not-sign-with-0123"  # rotated on our side only
+
+    pay_on_hosted_page(http, session.redirect_url)
+
+    [delivery] = live.deliveries()
+    assert delivery["url"] == f"{settings.PUBLIC_BASE_URL}/webhooks/dna/"  # the live app
+    assert delivery["status_code"] == 403
+    assert not WebhookEvent.objects.exists()
+    assert Payment.objects.get(pk=session.payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_terminal_result_signed_with_another_secret_is_refused_over_http(
+    live, settings, reception_actor, practice, site, patient, sim_terminal
+):
+    payment = flows.terminal_payment_start(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-SIG-2",
+        amount="85.00",
+        terminal=sim_terminal,
+    )
+    assert Payment.objects.get(pk=payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+    settings.DNA_TERMINAL_WEBHOOK_SECRET = "a-secret-dna-does-not-sign-with-4567"
+
+    live.terminal("TIDPROV01", "approve")
+
+    [delivery] = live.deliveries()
+    assert delivery["url"] == f"{settings.PUBLIC_BASE_URL}/webhooks/dna/terminal/"
+    assert delivery["status_code"] == 403
+    assert not WebhookEvent.objects.exists()
+    assert Payment.objects.get(pk=payment.pk).state == S.AWAITING_CUSTOMER_ACTION
+
+
 # --- unknown payments, order, contradictions -----------------------------------------------
 
 

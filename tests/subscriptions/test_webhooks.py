@@ -16,6 +16,7 @@ from tests.subscriptions.conftest import (
     WEBHOOK_PATH,
     gc_event,
     gocardless_events,
+    metadata_for,
     outbox,
     post_events,
     publish,
@@ -71,6 +72,26 @@ def test_a_body_signed_with_another_secret_is_refused(client, gc_api, practice, 
 
     assert response.status_code == 498
     assert gocardless_events() == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_webhook_the_simulator_signs_with_another_secret_is_498_over_http(
+    live_server, gc_api, practice, patient
+):
+    built, delivery = gocardless.send_scenario(
+        "payment_failed",
+        url=f"{live_server.url}{WEBHOOK_PATH}",
+        secret="a-secret-gocardless-was-never-given",
+        api_url=gc_api,
+        mandate_metadata=metadata_for(practice, patient),
+    )
+
+    assert delivery.status_code == 498
+    assert delivery.headers["Webhook-Signature"] == signing.gocardless_signature(
+        delivery.body, "a-secret-gocardless-was-never-given"
+    )
+    assert built.events and gocardless_events() == []
+    assert SubscriptionPayment.objects.count() == 0
 
 
 def test_the_signature_is_checked_before_the_body_is_parsed(client, gc_api):
