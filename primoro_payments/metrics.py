@@ -38,7 +38,8 @@ REFUNDS = Counter(
 VOIDS = Counter("primoro_voids_total", "Payments voided before capture.", ["method", "site"])
 WEBHOOK_EVENTS = Counter(
     "primoro_webhook_events_total",
-    "Provider webhook deliveries: stored, duplicate (already stored) or rejected (bad signature).",
+    "Provider webhook events: stored, duplicate (already stored), rejected (bad signature), "
+    "or parked (processing given up on).",
     ["provider", "result"],
 )
 
