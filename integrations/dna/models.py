@@ -97,6 +97,8 @@ class SettlementItem(models.Model):
         ]
         indexes = [
             models.Index(fields=["status", "practice"], name="settlement_item_status"),
+            # A transaction met again in a later batch (settlement._settled_before).
+            models.Index(fields=["transaction_id"], name="settlement_item_txn"),
         ]
 
     def __str__(self):
