@@ -47,6 +47,12 @@ OUTBOUND_EVENTS: tuple[OutboundEvent, ...] = (
     OutboundEvent(D.CARE_PLAN, "subscription.payment.failed"),
     OutboundEvent(D.HYGIENE, "subscription.payment.received"),
     OutboundEvent(D.HYGIENE, "subscription.payment.failed"),
+    # A mandate no payment can be collected on any more (subscriptions/events.py).
+    *(
+        OutboundEvent(module, f"subscription.mandate.{status}")
+        for module in (D.CARE_PLAN, D.HYGIENE)
+        for status in ("failed", "blocked", "cancelled", "expired")
+    ),
     OutboundEvent(D.REWARDS_MANAGER, "rewards.redemption"),
     # Communication Hub sends to the patient.
     OutboundEvent(D.COMMUNICATION_HUB, "receipt.requested"),
@@ -63,6 +69,8 @@ OUTBOUND_EVENTS: tuple[OutboundEvent, ...] = (
         "overdue_balance",
         "pms_writeback_fallback",
         "subscription_payment_failed",
+        "subscription_mandate_stopped",
+        "webhook_event_parked",
     ),
     *_tasks("payment_link.reissue_requested", "payment_link_reissue"),
     OutboundEvent(D.INVENTORY, "supplier_payment.executed"),

@@ -30,6 +30,7 @@ from payments.models import Payment, PaymentMethod, TargetType
 from payments.services import RewardsCredit, TenderSpec
 from practices.models import PmsWritebackMode
 from practices.roles import Role
+from subscriptions.models import SubscriptionMandate
 from tests.docs_examples import outbound_examples, same_shape
 from tests.factories import make_staff
 from tests.integrations.conftest import SECRETS, capture_payment, create_payment, module_path
@@ -300,6 +301,33 @@ def subscription_failed_task(w: World) -> dict:
     return {f"subscription_payment.{field}": value for field, value in facts.items()}
 
 
+def mandate_stopped_task(w: World) -> dict:
+    facts = subscription("mandate_cancelled")(w)
+    return {
+        "task_type": "subscription_mandate_stopped",
+        **{f"subscription_mandate.{field}": value for field, value in facts.items()},
+    }
+
+
+def webhook_event_parked(w: World) -> dict:
+    """A signed GoCardless event our code cannot store (an id past the records' 64 characters)."""
+    w.request.getfixturevalue("settings").WEBHOOK_MAX_ERROR_ATTEMPTS = 1
+    subscription("mandate_active")(w)
+    api = w.request.getfixturevalue("gc_api")
+    mandate_id = SubscriptionMandate.objects.get().gocardless_mandate_id
+    broken = scenario("mandate_cancelled", w.practice, w.patient, mandate_id=mandate_id)
+    broken.events[0]["id"] = "EV" + "X" * 70
+    publish(api, broken)
+    w.request.getfixturevalue("deliver")(broken.events)
+    return {
+        "provider": "gocardless",
+        "event_id": broken.events[0]["id"],
+        "event_type": "mandates.cancelled",
+        "resource_ref": mandate_id,
+        "attempts": 1,
+    }
+
+
 def _by_key(*pairs) -> dict[str, Callable[[World], dict]]:
     return {f"{dest}:{rest}": run for dest, rest, run in pairs}
 
@@ -316,6 +344,11 @@ SCENARIOS: dict[str, Callable[[World], dict]] = _by_key(
     (D.CARE_PLAN, "subscription.payment.failed", subscription("payment_failed")),
     (D.HYGIENE, "subscription.payment.received", subscription("payment_confirmed", "hygiene")),
     (D.HYGIENE, "subscription.payment.failed", subscription("payment_failed", "hygiene")),
+    *(
+        (module, f"subscription.mandate.{status}", subscription(f"mandate_{status}", module))
+        for module in (D.CARE_PLAN, D.HYGIENE)
+        for status in ("failed", "blocked", "cancelled", "expired")
+    ),
     (D.REWARDS_MANAGER, "rewards.redemption", captured_with_credit),
     (D.COMMUNICATION_HUB, "receipt.requested", captured_with_credit),
     (D.COMMUNICATION_HUB, "payment_link.deliver", link_issued),
@@ -328,6 +361,8 @@ SCENARIOS: dict[str, Callable[[World], dict]] = _by_key(
     (D.TASK_MANAGER, "task.create:overdue_balance", overdue_link(escalate=True)),
     (D.TASK_MANAGER, "task.create:pms_writeback_fallback", writeback_fell_back),
     (D.TASK_MANAGER, "task.create:subscription_payment_failed", subscription_failed_task),
+    (D.TASK_MANAGER, "task.create:subscription_mandate_stopped", mandate_stopped_task),
+    (D.TASK_MANAGER, "task.create:webhook_event_parked", webhook_event_parked),
     (
         D.TASK_MANAGER,
         "payment_link.reissue_requested:payment_link_reissue",
