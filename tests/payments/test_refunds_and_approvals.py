@@ -309,6 +309,38 @@ def test_denied_or_expired_requests_change_no_money(paid, practice, manager_acto
     assert {EventType.APPROVAL_DENIED, EventType.APPROVAL_EXPIRED} <= types
 
 
+def test_a_request_past_its_time_is_refused_before_beat_marks_it_expired(
+    paid, practice, manager_actor, approver_actor
+):
+    practice.refund_approval_threshold = Decimal("10.00")
+    practice.save()
+    approval = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="30.00", reason_code="other"
+    ).approval
+    ApprovalRequest.objects.filter(pk=approval.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    with pytest.raises(InvalidTransition, match="has expired"):
+        services.approval_grant(approval_id=approval.id, actor=approver_actor)
+    with pytest.raises(InvalidTransition, match="has expired"):
+        services.approval_deny(approval_id=approval.id, actor=approver_actor, note="late")
+
+    approval.refresh_from_db()
+    paid.refresh_from_db()
+    assert approval.status == ApprovalRequest.Status.PENDING  # still for beat to mark
+    assert approval.decided_by is None and approval.refund is None
+    assert paid.state == S.CAPTURED and paid.refunded_amount == 0
+    assert not Refund.objects.exists()
+    assert not ProviderOperation.objects.filter(operation="refund").exists()
+    assert not AuditEvent.objects.filter(
+        event_type__in=[EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED]
+    ).exists()
+    assert services.approvals_expire() == 1
+    approval.refresh_from_db()
+    assert approval.status == ApprovalRequest.Status.EXPIRED
+
+
 def test_reconciliation_waits_for_a_pending_refund(paid, manager_actor, provider_actor):
     refund = services.refund_request(
         payment_id=paid.id, actor=manager_actor, amount="20.00", reason_code="other"
