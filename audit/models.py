@@ -1,17 +1,21 @@
 """The audit table: one append-only row per audited event, chained per practice.
 
-PostgreSQL itself refuses UPDATE, DELETE and TRUNCATE on `audit_auditevent`
-(django-pgtrigger). Each row carries `seq`, its place in its practice's chain,
-and `hash` = SHA-256(prev_hash + canonical content), so a change made behind
-the database's back (trigger disabled, restored dump edited) is found by
-`manage.py verify_audit`.
+PostgreSQL itself refuses UPDATE, DELETE and TRUNCATE on `audit_auditevent`:
+plain triggers (migration 0007), not django-pgtrigger's, whose
+`SET pgtrigger.ignore` any session could use to skip them. Only the table's
+owner (ALTER TABLE ... DISABLE TRIGGER) or a superuser
+(session_replication_role) can get past them, and the application runs as a
+role that is neither and holds no UPDATE, DELETE or TRUNCATE on the table
+(`manage.py db_grant_runtime_role`, docs/security.md). Each row carries `seq`,
+its place in its practice's chain, and `hash` = SHA-256(prev_hash + canonical
+content), so a change made behind the database's back (trigger disabled,
+restored dump edited) is found by `manage.py verify_audit`.
 """
 
 from __future__ import annotations
 
 import uuid
 
-import pgtrigger
 from django.db import models
 
 
@@ -99,19 +103,6 @@ class AuditEvent(models.Model):
             models.Index(fields=["practice", "occurred_at"], name="audit_practice_time"),
             models.Index(fields=["payment_id", "seq"], name="audit_payment"),
             models.Index(fields=["practice", "event_type", "occurred_at"], name="audit_type_time"),
-        ]
-        triggers = [
-            pgtrigger.Protect(
-                name="audit_append_only",
-                operation=pgtrigger.Update | pgtrigger.Delete,
-            ),
-            pgtrigger.Trigger(
-                name="audit_no_truncate",
-                when=pgtrigger.Before,
-                operation=pgtrigger.Truncate,
-                level=pgtrigger.Statement,
-                func="RAISE EXCEPTION 'pgtrigger: Cannot truncate rows from % table', TG_TABLE_NAME;",
-            ),
         ]
 
     def __str__(self):

@@ -20,8 +20,10 @@ database's own clocks:
 
 - webhook stored → processed: WebhookEvent.processed_at - received_at (the
   task queue and the processing);
-- commit → delivered: OutboxMessage.delivered_at - occurred_at, the figure
-  the relay's `primoro_outbox_emission_latency_seconds` histogram exports;
+- written → delivered: OutboxMessage.delivered_at - occurred_at, the figure
+  the relay's `primoro_outbox_emission_latency_seconds` histogram exports
+  (occurred_at is set as the row is written, inside the capture's
+  transaction, so this includes the rest of that transaction and its commit);
 - webhook → delivered: delivered_at - WebhookEvent.received_at, the whole
   path from DNA's request to the consumer's acknowledgement;
 
@@ -240,8 +242,8 @@ def _run(base: str, database: str, payments: list[Payment], secret: str, rate: f
         (f"{rate:,.0f}/s webhook stored → processed (queue + task)", pcts(processing), "", ""),
     ]
     for label, samples in (
-        ("PMS writeback, commit → delivered", pms_commit),
-        ("Financial Signal, commit → delivered", fi_commit),
+        ("PMS writeback, written → delivered", pms_commit),
+        ("Financial Signal, written → delivered", fi_commit),
         ("PMS writeback, webhook → delivered", pms_webhook),
         ("Financial Signal, webhook → delivered", fi_webhook),
     ):

@@ -69,7 +69,7 @@ class OutboxMessageAdmin(GovernedReadOnlyAdmin):
 
     # --- columns ---
 
-    @admin.display(description="commit → delivered")
+    @admin.display(description="written → delivered")
     def latency(self, obj: OutboxMessage) -> str:
         if not obj.delivered_at:
             return "—"

@@ -60,6 +60,8 @@ def outbox_enqueue(
     if not connection.in_atomic_block:
         raise RuntimeError("outbox_enqueue must run inside the transaction of its cause")
     require_registered(destination, event_type, payload)
+    # occurred_at: when the change was made, i.e. now, inside its transaction; the commit
+    # follows after the rest of that transaction (docs/contracts.md, "Delivery guarantees").
     now = timezone.now()
     message = OutboxMessage(
         id=uuid.uuid4(),

@@ -64,7 +64,8 @@ Status = OutboxMessage.Status
 
 EMISSION_LATENCY = Histogram(
     "primoro_outbox_emission_latency_seconds",
-    "Time from an outbox row being written (occurred_at) to its successful delivery.",
+    "Seconds from an outbox row being written (occurred_at, inside the transaction of its "
+    "cause, so just before that commits) to its successful delivery.",
     ["event_type", "destination"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600),
 )

@@ -49,10 +49,10 @@ class PaymentAdmin(GovernedReadOnlyAdmin):
 
 @admin.register(Refund)
 class RefundAdmin(GovernedReadOnlyAdmin):
-    scope_site_field = None
     list_display = (
         "created_at",
         "practice",
+        "site",
         "payment",
         "amount",
         "reason_code",

@@ -386,6 +386,10 @@ class Refund(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     practice = models.ForeignKey("practices.Practice", on_delete=models.PROTECT, related_name="+")
+    # The payment's site. Null only until migration 0008 backfilled the rows written before it.
+    site = models.ForeignKey(
+        "practices.Site", on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
     payment = models.ForeignKey(Payment, on_delete=models.PROTECT, related_name="refunds")
     amount = models.DecimalField(max_digits=12, decimal_places=2)
     method = models.CharField(max_length=20, choices=PaymentMethod.choices)

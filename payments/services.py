@@ -1218,6 +1218,7 @@ def _refund_start(
 ) -> Refund:
     refund = Refund(
         practice_id=payment.practice_id,
+        site_id=payment.site_id,
         payment=payment,
         amount=amount,
         method=payment.method,

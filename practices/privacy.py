@@ -105,6 +105,7 @@ PAYMENT_FIELDS = (
 REFUND_FIELDS = (
     "id",
     "payment_id",
+    "site_id",
     "created_at",
     "amount",
     "method",

@@ -31,7 +31,10 @@ write() {
 
 write secret_key "$(random)"
 write postgres_password "$(random)"
+# The tables' owner (the migrate service) and the app's runtime role (docs/security.md).
 write database_url "postgres://primoro:$(cat "$DIR/postgres_password")@postgres:5432/primoro"
+write database_app_password "$(random)"
+write database_app_url "postgres://primoro_app:$(cat "$DIR/database_app_password")@postgres:5432/primoro"
 write field_encryption_keys "$(fernet_key)"
 write metrics_token "$(random)"
 write dna_client_secret "$(random)"

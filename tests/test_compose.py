@@ -16,6 +16,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -144,7 +145,9 @@ def test_production_settings_load_and_pass_the_checks_with_the_compose_environme
     compose, secret_files
 ):
     environments = [service_environment(compose, s, secret_files) for s in APP_SERVICES]
-    assert all(environment == environments[0] for environment in environments)
+    # Alike but for the database: migrate connects as the owner, the rest as the runtime role.
+    alike = [{**e, "DATABASE_URL_FILE": ""} for e in environments]
+    assert all(environment == alike[0] for environment in alike)
 
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy"],
@@ -179,3 +182,32 @@ def test_web_and_worker_share_the_metrics_directory_and_beat_has_a_health_check(
     schedule = next(arg for arg in beat["command"] if arg.startswith("--schedule="))
     assert schedule == "--schedule=/tmp/celerybeat-schedule"
     assert "-name 'celerybeat-schedule*' -mmin -10" in beat["healthcheck"]["test"][1]
+
+
+def test_only_migrate_connects_as_the_owner_and_it_grants_the_runtime_role(compose, secret_files):
+    """The app's role owns nothing and may not change the audit trail (docs/security.md)."""
+    urls = {
+        service: secret_files[
+            compose["services"][service]["environment"]["DATABASE_URL_FILE"].removeprefix(
+                "/run/secrets/"
+            )
+        ].read_text()
+        for service in APP_SERVICES
+    }
+    owner = urlsplit(urls.pop("migrate"))
+    runtime = {urlsplit(url).username for url in urls.values()}
+    migrate = compose["services"]["migrate"]
+    script = " ".join(migrate["command"])
+    password = secret_files["database_app_password"].read_text()
+
+    assert owner.username == compose["services"]["postgres"]["environment"]["POSTGRES_USER"]
+    assert runtime == {"primoro_app"}
+    assert {urlsplit(url).password for url in urls.values()} == {password}
+    assert "manage.py migrate --noinput && python manage.py db_grant_runtime_role primoro_app" in (
+        script
+    )
+    assert "--password-file /run/secrets/database_app_password" in script
+    assert "database_app_password" in migrate["secrets"]
+    assert all(
+        "database_url" not in compose["services"][s]["secrets"] for s in ("web", "worker", "beat")
+    )

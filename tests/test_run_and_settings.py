@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 from django.test import override_settings
 
+from tests.db import reconnected
+
 ROOT = Path(__file__).resolve().parent.parent
 STRONG_SECRET = "k7Qm2vX9pL4rT8wZ1nB6cY3hJ5dF0gS_strong-enough-for-tests"
 # Every provider secret production requires, each with a real-looking value.
@@ -203,6 +205,21 @@ def test_readyz_answers_503_naming_the_broker_when_redis_is_down(client):
         "checks": {"database": True, "broker": False},
         "down": ["broker"],
     }
+
+
+@pytest.mark.django_db(transaction=True)  # no wrapping transaction: the connection may be reopened
+def test_readyz_answers_503_naming_the_database_when_postgresql_is_unreachable(client):
+    with reconnected(HOST="127.0.0.1", PORT=str(_closed_port())):
+        response = client.get("/readyz")
+    after_the_outage = client.get("/readyz")  # back at the real address: reconnects by itself
+
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable",
+        "checks": {"database": False, "broker": True},
+        "down": ["database"],
+    }
+    assert after_the_outage.status_code == 200
 
 
 def test_probes_accept_only_get(client):

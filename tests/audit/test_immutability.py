@@ -6,7 +6,7 @@ import pytest
 from django.db import ProgrammingError, connection, transaction
 
 from audit.models import AuditEvent
-from tests.audit.helpers import record_events, row
+from tests.audit.helpers import IGNORE_EVERY_AUDIT_TRIGGER, record_events, row
 
 
 @pytest.fixture
@@ -55,3 +55,26 @@ def test_the_orm_cannot_change_or_delete_either(event):
     with pytest.raises(ProgrammingError), transaction.atomic():
         AuditEvent.objects.filter(pk=event.pk).delete()
     assert AuditEvent.objects.get(pk=event.pk).reason_code == ""
+
+
+@pytest.mark.parametrize(
+    ("sql", "refusal"),
+    [
+        ("UPDATE audit_auditevent SET amount = 0 WHERE id = %s", "Cannot update or delete rows"),
+        ("DELETE FROM audit_auditevent WHERE id = %s", "Cannot update or delete rows"),
+        ("TRUNCATE audit_auditevent CASCADE", "Cannot truncate rows"),
+    ],
+    ids=["update", "delete", "truncate"],
+)
+def test_asking_pgtrigger_to_ignore_the_triggers_changes_nothing(event, sql, refusal):
+    """pgtrigger's triggers skip themselves for `SET pgtrigger.ignore`; these are not pgtrigger's."""
+    before = row(event)
+    with (
+        pytest.raises(ProgrammingError, match=refusal),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(IGNORE_EVERY_AUDIT_TRIGGER.replace("SET ", "SET LOCAL ", 1))
+        cursor.execute(sql, [event.pk] if "%s" in sql else None)
+    assert row(event) == before

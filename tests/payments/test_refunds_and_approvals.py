@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.apps import apps
+from django.urls import reverse
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -13,7 +16,14 @@ from audit.models import AuditEvent, EventType
 from integrations.models import Destination, OutboxMessage
 from payments import services
 from payments.errors import InvalidTransition, PaymentError
-from payments.models import ApprovalRequest, PaymentMethod, PaymentState, ProviderOperation, Refund
+from payments.models import (
+    ApprovalRequest,
+    PaymentMethod,
+    PaymentState,
+    ProviderOperation,
+    Refund,
+    TargetType,
+)
 from practices.access import NotPermitted
 from practices.roles import Role
 from tests.factories import PracticeFactory, make_staff
@@ -307,6 +317,113 @@ def test_denied_or_expired_requests_change_no_money(paid, practice, manager_acto
     assert not Refund.objects.exists()
     types = set(AuditEvent.objects.values_list("event_type", flat=True))
     assert {EventType.APPROVAL_DENIED, EventType.APPROVAL_EXPIRED} <= types
+
+
+def test_a_request_past_its_time_is_refused_before_beat_marks_it_expired(
+    paid, practice, manager_actor, approver_actor
+):
+    practice.refund_approval_threshold = Decimal("10.00")
+    practice.save()
+    approval = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="30.00", reason_code="other"
+    ).approval
+    ApprovalRequest.objects.filter(pk=approval.pk).update(
+        expires_at=timezone.now() - timedelta(minutes=1)
+    )
+
+    with pytest.raises(InvalidTransition, match="has expired"):
+        services.approval_grant(approval_id=approval.id, actor=approver_actor)
+    with pytest.raises(InvalidTransition, match="has expired"):
+        services.approval_deny(approval_id=approval.id, actor=approver_actor, note="late")
+
+    approval.refresh_from_db()
+    paid.refresh_from_db()
+    assert approval.status == ApprovalRequest.Status.PENDING  # still for beat to mark
+    assert approval.decided_by is None and approval.refund is None
+    assert paid.state == S.CAPTURED and paid.refunded_amount == 0
+    assert not Refund.objects.exists()
+    assert not ProviderOperation.objects.filter(operation="refund").exists()
+    assert not AuditEvent.objects.filter(
+        event_type__in=[EventType.APPROVAL_GRANTED, EventType.APPROVAL_DENIED]
+    ).exists()
+    assert services.approvals_expire() == 1
+    approval.refresh_from_db()
+    assert approval.status == ApprovalRequest.Status.EXPIRED
+
+
+# Tests taking `other_site` name it before `paid`: staff see the sites that exist when
+# their access is first read.
+def _cash_refund(site, patient, reception_actor, manager_actor, target_id="INV-CASH") -> Refund:
+    cash = services.offline_payment_record(
+        actor=reception_actor,
+        practice=site.practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id=target_id,
+        amount="40.00",
+        method=PaymentMethod.CASH,
+    )
+    return services.refund_request(
+        payment_id=cash.id, actor=manager_actor, amount="15.00", reason_code="other"
+    ).refund
+
+
+def test_a_refund_carries_its_payments_site_by_every_path(
+    other_site, paid, practice, patient, reception_actor, manager_actor, approver_actor
+):
+    at_the_desk = _cash_refund(other_site, patient, reception_actor, manager_actor)
+    by_card = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="20.00", reason_code="other"
+    ).refund
+    practice.refund_approval_threshold = Decimal("10.00")
+    practice.save()
+    approval = services.refund_request(
+        payment_id=paid.id, actor=manager_actor, amount="30.00", reason_code="other"
+    ).approval
+    approved = services.approval_grant(approval_id=approval.id, actor=approver_actor)
+
+    assert paid.site_id != other_site.id
+    assert {r.pk: r.site_id for r in Refund.objects.all()} == {
+        at_the_desk.pk: other_site.id,
+        by_card.pk: paid.site_id,
+        approved.pk: paid.site_id,
+    }
+
+
+def test_the_backfill_gives_older_refunds_their_payments_site(
+    other_site, paid, patient, reception_actor, manager_actor
+):
+    refunds = [
+        services.refund_request(
+            payment_id=paid.id, actor=manager_actor, amount="20.00", reason_code="other"
+        ).refund,
+        _cash_refund(other_site, patient, reception_actor, manager_actor),
+    ]
+    Refund.objects.update(site=None)  # as rows written before the column existed
+    backfill = importlib.import_module("payments.migrations.0010_refund_site_backfill")
+
+    backfill.fill_sites(apps, schema_editor=None)
+
+    assert [Refund.objects.get(pk=r.pk).site_id for r in refunds] == [
+        paid.site_id,
+        other_site.id,
+    ]
+
+
+def test_the_refund_admin_shows_a_site_limited_user_only_their_sites(
+    client, practice, site, other_site, patient, reception_actor, manager_actor
+):
+    here = _cash_refund(site, patient, reception_actor, manager_actor, target_id="INV-HERE")
+    _cash_refund(other_site, patient, reception_actor, manager_actor, target_id="INV-THERE")
+    client.force_login(
+        make_staff(Role.REFUND_MANAGER, practice=practice, sites=[site], is_staff=True)
+    )
+
+    response = client.get(reverse("admin:payments_refund_changelist"))
+
+    assert response.status_code == 200
+    assert [r.pk for r in response.context["cl"].result_list] == [here.pk]
 
 
 def test_reconciliation_waits_for_a_pending_refund(paid, manager_actor, provider_actor):
