@@ -4,7 +4,7 @@ Run: DEBUG=true DJANGO_SETTINGS_MODULE=primoro_payments.settings python -m bench
 
 It never touches real data: it creates a dedicated database (the configured
 name + `_bench_audit`), migrates it, fills it with BENCH_AUDIT_EVENTS events
-(default 100,000; the TARGETS.md figure is 1,000,000) spread over two practices
+(default 1,000,000, the TARGETS.md figure) spread over two practices
 with valid hash chains (built with `audit.chain`, loaded with COPY: setup, not
 the path being measured), measures, and drops the database again (set
 BENCH_AUDIT_KEEP_DB=1 to keep it for another run with BENCH_AUDIT_REUSE_DB=1).
@@ -198,7 +198,7 @@ def _child(args: list[str], database_url: str) -> tuple[float, float]:
 
 
 def main() -> None:
-    total = int(os.environ.get("BENCH_AUDIT_EVENTS", "100000"))
+    total = int(os.environ.get("BENCH_AUDIT_EVENTS", "1000000"))
     keep = os.environ.get("BENCH_AUDIT_KEEP_DB") == "1"
     reuse = os.environ.get("BENCH_AUDIT_REUSE_DB") == "1"
     with bench_database("bench_audit", migrate=not reuse, keep=keep, reuse=reuse) as name:

@@ -135,7 +135,9 @@ def _enqueue(pk: int) -> None:
     from integrations.tasks import process_webhook_event
 
     try:
-        process_webhook_event.delay(pk)
+        # No publish retries: with the broker down the provider's request must still be
+        # answered promptly; the stored event waits for the beat sweep.
+        process_webhook_event.apply_async((pk,), retry=False)
     except OperationalError as exc:  # the beat sweep picks it up
         log.warning("webhook_not_enqueued", webhook_event=pk, error=str(exc))
 
