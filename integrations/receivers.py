@@ -3,13 +3,18 @@
 `MessageSink` is what a well-behaved receiving module does: it verifies the
 signature (docs/contracts.md), stores each message once by its event id (a
 repeat is acknowledged and not stored again), and answers 2xx. It keeps every
-request it saw, so tests can count raw deliveries against unique ones.
+request it saw (`received`, with the answer given), so tests can count raw
+deliveries (`deliveries()`: how often each event id was taken in) against the
+de-duplicated store (`stored`).
 
 Failure modes for exercising the relay: `mode` "ok", "down" (503), "reject"
 (400), an HTTP status such as "429", or "drop" (close the connection without
 answering); `delay` seconds before answering; `crash_after(n)`
 stores the n-th message, then drops that reply and every later request, as a
-consumer that crashed right after committing would. `stop()` closes the port
+consumer that crashed right after committing would; `hold()` keeps every new
+request waiting, unanswered and unrecorded, until `release()` (`held` counts
+the requests that arrived meanwhile), so a test can act while a delivery is
+certainly in flight. `stop()` closes the port
 (connection refused); `start()` again reopens the same port with the same
 stored messages, like a restarted consumer with a durable store.
 
@@ -22,7 +27,8 @@ import argparse
 import json
 import threading
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from integrations.signing import (
@@ -42,7 +48,9 @@ class Received:
     event_id: str
     event_type: str
     signature_valid: bool | None  # None: the sink was given no secret for this path
-    duplicate: bool
+    duplicate: bool  # the event id was already stored when this request arrived
+    status: int | None = None  # the answer's HTTP status; None: dropped without an answer
+    accepted: bool = False  # taken in: stored now, or acknowledged (2xx) as a repeat
 
     @property
     def document(self) -> dict:
@@ -60,6 +68,9 @@ class MessageSink:
         self.received: list[Received] = []
         self.stored: dict[str, Received] = {}
         self._crash_after: int | None = None
+        self._answering = threading.Event()
+        self._answering.set()
+        self.held = 0
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -92,6 +103,7 @@ class MessageSink:
 
     def stop(self) -> None:
         """Close the port: callers now get connection refused."""
+        self.release()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -115,6 +127,13 @@ class MessageSink:
         with self._lock:
             self._crash_after = count
 
+    def hold(self) -> None:
+        """Keep every new request waiting (unanswered, unrecorded) until `release()`."""
+        self._answering.clear()
+
+    def release(self) -> None:
+        self._answering.set()
+
     def secret_for(self, path: str) -> str | None:
         if isinstance(self.secret, dict):
             return self.secret.get(path)
@@ -126,6 +145,15 @@ class MessageSink:
 
     def by_path(self, path: str) -> list[Received]:
         return [r for r in self.stored.values() if r.path == path]
+
+    def deliveries(self) -> Counter[str]:
+        """How many times each event id was taken in (stored, or acknowledged as a repeat).
+
+        Requests answered with a failure (down, dropped, bad signature) are
+        attempts, not deliveries, and are not counted.
+        """
+        with self._lock:
+            return Counter(r.event_id for r in self.received if r.accepted)
 
     # --- request handling (called from the handler thread) ---
 
@@ -142,9 +170,13 @@ class MessageSink:
     def _handle(self, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict] | None:
         """The status and JSON answer, or None to drop the connection unanswered.
 
-        Every request is recorded in `received`; only a verified, first-seen
-        message answered 2xx is stored.
+        Every request is recorded in `received`, with its answer; only a
+        verified, first-seen message answered 2xx is stored.
         """
+        if not self._answering.is_set():
+            with self._lock:
+                self.held += 1
+            self._answering.wait(timeout=120)
         if self.delay:
             time.sleep(self.delay)
         secret = self.secret_for(path)
@@ -157,7 +189,6 @@ class MessageSink:
             except SignatureError:
                 valid = False
         with self._lock:
-            duplicate = event_id in self.stored
             received = Received(
                 path=path,
                 headers=headers,
@@ -165,27 +196,38 @@ class MessageSink:
                 event_id=event_id,
                 event_type=headers.get(EVENT_TYPE_HEADER.lower(), ""),
                 signature_valid=valid,
-                duplicate=duplicate,
+                duplicate=event_id in self.stored,
             )
+            answer = self._answer(received)
+            status = answer[0] if answer is not None else None
+            stored_now = not received.duplicate and event_id in self.stored
+            repeat_acknowledged = received.duplicate and status is not None and status < 300
+            received = replace(received, status=status, accepted=stored_now or repeat_acknowledged)
             self.received.append(received)
-            if self.mode == "drop":
-                return None
-            fault = self.fault()
-            if fault is not None:
-                return fault
-            if valid is False:
-                return 401, {"error": "invalid signature"}
-            if not event_id:
-                return 400, {"error": "missing event id"}
-            if duplicate:
-                return 200, {"status": "duplicate", "event_id": event_id}
-            answer = self.accept(received)
-            if 200 <= answer[0] < 300:
+            if stored_now:
                 self.stored[event_id] = received
-                if self._crash_after is not None and len(self.stored) >= self._crash_after:
-                    self.mode = "drop"
-                    return None
             return answer
+
+    def _answer(self, received: Received) -> tuple[int, dict] | None:
+        """Decide the answer (under the lock), storing a first-seen message that is accepted."""
+        if self.mode == "drop":
+            return None
+        fault = self.fault()
+        if fault is not None:
+            return fault
+        if received.signature_valid is False:
+            return 401, {"error": "invalid signature"}
+        if not received.event_id:
+            return 400, {"error": "missing event id"}
+        if received.duplicate:
+            return 200, {"status": "duplicate", "event_id": received.event_id}
+        answer = self.accept(received)
+        if 200 <= answer[0] < 300:
+            self.stored[received.event_id] = received
+            if self._crash_after is not None and len(self.stored) >= self._crash_after:
+                self.mode = "drop"
+                return None
+        return answer
 
     def _state(self) -> dict:
         with self._lock:

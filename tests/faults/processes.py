@@ -202,13 +202,18 @@ def celery_worker(
 
 @contextlib.contextmanager
 def gunicorn(
-    env: dict[str, str], *, workers: int = 1, log: IO[bytes] | None = None
+    env: dict[str, str],
+    *,
+    workers: int = 1,
+    log: IO[bytes] | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
     """The app under gunicorn with the project's config (sync workers, as in production).
 
     Yields its base URL; its output (access and error log included) goes to `log` if given.
+    Give `port` when the app must know its own URL (PUBLIC_BASE_URL) before it starts.
     """
-    port = free_port()
+    port = port or free_port()
     base = f"http://127.0.0.1:{port}"
     argv = [
         sys.executable,
@@ -272,3 +277,39 @@ def terminate_backends() -> int:
             "AND backend_type = 'client backend'"
         )
         return cursor.fetchone()[0]
+
+
+def backends_in_transaction() -> list[int]:
+    """Other connections to the test database inside an open transaction, waiting on the client.
+
+    A task holding a row lock while it waits for an HTTP answer shows up here.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND state = 'idle in transaction'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def terminate_backend(pid: int) -> bool:
+    """pg_terminate_backend one connection: its open transaction is rolled back by PostgreSQL."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return bool(cursor.fetchone()[0])
+
+
+def row_locked(model, pk) -> bool:
+    """Whether another transaction holds this row's lock: a NOWAIT lock attempt is refused."""
+    from django.db import DatabaseError, transaction
+
+    try:
+        with transaction.atomic():
+            list(model.objects.select_for_update(nowait=True).filter(pk=pk))
+    except DatabaseError:
+        return True
+    return False

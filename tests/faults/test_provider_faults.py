@@ -4,9 +4,16 @@ Invariant: every payment reaches a known state (captured or failed, never left
 initiated, awaiting or authorised), the one DNA's own records imply; a look-up
 that fails changes nothing and is asked again on the next pass; nothing is
 captured twice and no sale is sent twice; every failure gives staff exactly one
-task. One batch mixes every fault (tests/providers has one test per fault;
-here they happen together, on separate terminals, and the janitor runs over
-all of them at once).
+task.
+
+- In-process, one batch mixes every fault (tests/providers has one test per
+  fault; here they happen together, on separate terminals, and the janitor
+  runs over all of them at once).
+- Through real processes, the timeout and 500 faults: a Celery worker sends
+  the terminal sales and its embedded beat runs the janitor every two seconds,
+  on the test database and a redis-server of our own, against the DNA
+  simulator; the resulting messages reach the module sink and the PMS
+  simulator exactly once.
 """
 
 from __future__ import annotations
@@ -23,7 +30,22 @@ from integrations.models import Destination, OutboxMessage
 from payments import flows
 from payments.models import Payment, PaymentState, ProviderOperation, TargetType
 from tests.factories import TerminalFactory
-from tests.faults.processes import free_port
+from tests.faults.conftest import (
+    assert_delivered,
+    assert_once,
+    dna_env,
+    endpoint_env,
+    module_rows,
+    pms_rows,
+)
+from tests.faults.processes import (
+    app_env,
+    celery_worker,
+    free_port,
+    publishing_to,
+    redis_server,
+    wait_until,
+)
 from tests.providers.conftest import pay_on_hosted_page
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -153,3 +175,120 @@ def test_a_batch_hit_by_every_provider_fault_ends_in_known_states(
         r["body"]["uti"] for r in live.requests("/axept/transaction") if r["method"] == "POST"
     )
     assert set(sales.values()) == {1}
+
+
+@pytest.mark.worker
+def test_timeouts_and_500s_settle_through_the_worker_and_the_janitor_once(
+    dna, settings, sink, pms_sim, fast_relay_env, reception_actor, practice, site, patient
+):
+    settings.DNA_OPERATIONS_ON_COMMIT = True  # our commits ask the worker to send each sale
+    settings.OUTBOX_RELAY_ON_COMMIT = True
+    nobody = f"http://127.0.0.1:{free_port()}"  # DNA's webhooks to us are lost: only look-ups
+    payments: dict[str, Payment] = {}
+
+    def start(name: str) -> Payment:
+        terminal = TerminalFactory(site=site, practice=practice, tid=f"TIDW{len(payments):04d}")
+        payments[name] = flows.terminal_payment_start(
+            actor=reception_actor,
+            practice=practice,
+            site=site,
+            patient=patient,
+            target_type=TargetType.INVOICE,
+            target_id=f"INV-W-{name}",
+            amount="42.00",
+            terminal=terminal,
+        )
+        return payments[name]
+
+    def faults_left() -> list:
+        return dna.http.get(f"{dna.url}/sim/faults").json()["faults"]
+
+    def sent(payment: Payment) -> bool:
+        return any(
+            r["method"] == "POST" and r["body"]["uti"] == str(payment.id)
+            for r in dna.requests("/axept/transaction")
+        )
+
+    with redis_server() as redis:
+        env = app_env(
+            redis_url=redis.url,
+            PUBLIC_BASE_URL=nobody,
+            DNA_JANITOR_SECONDS="2",
+            # Unanswered for 4 s before the janitor asks about a payment: time to approve it.
+            DNA_JANITOR_STALE_SECONDS="4",
+            DNA_OPERATION_LEASE_SECONDS="3",  # a sale whose outcome is unknown is asked after
+            # A payment whose look-up failed is asked again within 2 s, not the default minutes.
+            DNA_JANITOR_RECHECK_CAP_SECONDS="2",
+            **dna_env(dna.url),
+            **endpoint_env(sink.url, pms_sim.url),
+            **fast_relay_env,
+        )
+        with celery_worker(env, concurrency=2, beat=True) as worker, publishing_to(redis.url):
+            # The sale times out (DNA never got it), then answers 500: neither may be resent.
+            dna.fault("/axept/transaction", "timeout", method="POST", seconds=3)
+            start("sale_timed_out")
+            assert wait_until(lambda: not faults_left(), timeout=30), worker.output()
+            dna.fault("/axept/transaction", "500", method="POST")
+            start("sale_500")
+            assert wait_until(lambda: not faults_left(), timeout=30), worker.output()
+            # Approved at the terminal, the webhook lost, and the janitor's look-ups time out
+            # or fail (one call a pass, no retries: two passes each) before one succeeds.
+            for name, mode in (("lookup_timed_out", "timeout"), ("lookup_500", "500")):
+                payment = start(name)
+                assert wait_until(lambda p=payment: sent(p), timeout=30), worker.output()
+                dna.fault(
+                    f"/axept/transaction/{payment.id}", mode, method="GET", count=2, seconds=2
+                )
+                dna.terminal(payment.terminal.tid, "approve")
+
+            def settled() -> bool:
+                return (
+                    not Payment.objects.filter(state__in=STUCK).exists()
+                    and not ProviderOperation.objects.filter(
+                        status=ProviderOperation.Status.PENDING
+                    ).exists()
+                    and not OutboxMessage.objects.exclude(
+                        status=OutboxMessage.Status.DELIVERED
+                    ).exists()
+                )
+
+            done = wait_until(settled, timeout=60, interval=0.25)
+            assert done, worker.output()
+            assert faults_left() == []  # every armed fault was met
+
+    final = {
+        name: Payment.objects.values_list("state", "failure_code").get(pk=payment.pk)
+        for name, payment in payments.items()
+    }
+    assert final == {
+        "sale_timed_out": (S.FAILED, "provider_unavailable"),
+        "sale_500": (S.FAILED, "provider_unavailable"),
+        "lookup_timed_out": (S.CAPTURED, ""),
+        "lookup_500": (S.CAPTURED, ""),
+    }
+    captured = [payments["lookup_timed_out"].id, payments["lookup_500"].id]
+    failed = [payments["sale_timed_out"].id, payments["sale_500"].id]
+    assert_once(payment_ids=captured, to_state=S.CAPTURED)
+    assert_once(payment_ids=failed, to_state=S.FAILED)
+    tasks = Counter(
+        OutboxMessage.objects.filter(
+            destination=Destination.TASK_MANAGER, event_type="task.create"
+        ).values_list("payment_id", flat=True)
+    )
+    assert tasks == dict.fromkeys(failed, 1)
+    # Each sale was sent exactly once, whatever came back; unknown outcomes were asked about.
+    sales = Counter(
+        r["body"]["uti"] for r in dna.requests("/axept/transaction") if r["method"] == "POST"
+    )
+    assert sales == {str(p.id): 1 for p in payments.values()}
+    lookups = Counter(
+        r["path"].rsplit("/", 1)[1]
+        for r in dna.requests("/axept/transaction/")
+        if r["method"] == "GET"
+    )
+    assert all(lookups[str(pk)] >= 3 for pk in captured), lookups  # two failed, one answered
+    assert lookups[str(payments["sale_timed_out"].id)] >= 1
+    # Every resulting message (writebacks, signals, staff tasks) delivered in one POST each.
+    assert_delivered(pms_sim, pms_rows())
+    assert len(pms_rows()) == len(captured)
+    assert_delivered(sink, module_rows())

@@ -1,20 +1,26 @@
-"""Every provider webhook delivered three times at once, in shuffled order, over real HTTP.
+"""Every webhook and module trigger delivered three times at once, out of order, to gunicorn.
 
-Invariant: 0 doubled state changes and 0 lost events. Each distinct event is
-stored once and processed; each card payment is captured exactly once (one
-capture audit event, one PMS writeback, one Financial Signal) whether its
-authorisation or its charge arrived first; each Direct Debit payment ends in
-the newest status GoCardless reported, registered once, with one "received"
-Financial Signal, and no GoCardless event is applied twice.
+Invariant: 0 doubled state changes and 0 lost events, up to what the other
+modules and the PMS receive. Each distinct provider event is stored once and
+processed once; each card payment is captured exactly once (one capture audit
+event, one PMS writeback, one Financial Signal) whether its authorisation or
+its charge arrived first; each Direct Debit payment ends in the newest status
+GoCardless reported, registered once, with one "received" Financial Signal,
+and no GoCardless event is applied twice; each Appointment Manager deposit
+request (a signed inbound trigger) creates one deposit and one payment link,
+sent once. Every resulting outbox row is delivered to its consumer in exactly
+one POST: nothing here loses a relay's outcome, so nothing may be sent twice.
 
-The app runs in pytest-django's live server (a thread per request, each with
-its own database connection), so the three copies of a delivery really race
-for the unique constraint and the row locks. Processing happens inside each
-request (eager Celery), which is the tightest race the pipeline can meet.
+The app runs as in production: gunicorn with the project's config (three sync
+workers, so the copies of a delivery really race for the unique constraints
+and row locks in separate processes) and a prefork Celery worker (three pool
+processes, beat embedded: its sweeps race the tasks for the same events and
+outbox rows) on the test database and a redis-server of our own.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -29,21 +35,46 @@ import pytest
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
+from integrations.inbound.models import InboundEvent
 from integrations.models import Destination, OutboxMessage, WebhookEvent
+from integrations.signing import request_headers
 from integrations.simulators import signing
 from payments import services
-from payments.models import Payment, PaymentMethod, PaymentState, TargetType
+from payments.models import Deposit, Payment, PaymentMethod, PaymentState, TargetType
 from subscriptions.models import SubscriptionPayment
 from tests.factories import TerminalFactory
-from tests.providers.conftest import TERMINAL_KEY_ID, TERMINAL_SECRET, json_body, signed_callback
+from tests.faults.conftest import (
+    assert_delivered,
+    assert_once,
+    endpoint_env,
+    module_rows,
+    pms_rows,
+)
+from tests.faults.processes import (
+    app_env,
+    celery_worker,
+    free_port,
+    gunicorn,
+    redis_server,
+    wait_until,
+)
+from tests.providers.conftest import (
+    CLIENT_SECRET,
+    TERMINAL_KEY_ID,
+    TERMINAL_SECRET,
+    json_body,
+    signed_callback,
+)
 from tests.subscriptions.conftest import SECRET as GC_SECRET
-from tests.subscriptions.conftest import gc_event, publish, scenario
+from tests.subscriptions.conftest import TOKEN as GC_TOKEN
+from tests.subscriptions.conftest import gc_event, publish, scenario, signed
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 S = PaymentState
 COPIES = 3
-ONLINE, TERMINALS, DIRECT_DEBITS = 8, 4, 3
+ONLINE, TERMINALS, DIRECT_DEBITS, DEPOSITS = 8, 4, 3, 4
+INBOUND_SECRET = "faults-storm-appointment-manager-secret-0123456789"
 
 
 def _online(actor, practice, site, patient, n):
@@ -124,7 +155,7 @@ def _gocardless_deliveries(gc_api, practice, patient, n) -> tuple[list, str]:
     webhooks = [[e] for e in (*older, paid_out, payout_paid)] + [[older[1], paid_out]]
     deliveries = []
     for events in webhooks:
-        body, signature = _signed(events)
+        body, signature = signed(events)
         deliveries.append(
             (
                 "/webhooks/gocardless/",
@@ -135,11 +166,23 @@ def _gocardless_deliveries(gc_api, practice, patient, n) -> tuple[list, str]:
     return deliveries, payment_id
 
 
-def _signed(events):
-    from integrations.simulators import gocardless
-
-    body = gocardless.webhook_body(events)
-    return body, signing.gocardless_signature(body, GC_SECRET)
+def _deposit_requests(practice, site, patient) -> list:
+    """Appointment Manager asking for a deposit per appointment, signed as integrations.signing signs."""
+    deliveries = []
+    for n in range(DEPOSITS):
+        body = json.dumps(
+            {
+                "practice_id": str(practice.id),
+                "site_id": str(site.id),
+                "patient_id": str(patient.id),
+                "appointment_id": f"APT-STORM-{n}",
+                "amount": "75.00",
+                "channel": "sms",
+            }
+        ).encode()
+        headers = request_headers(INBOUND_SECRET, body, event_id=f"am-storm-{uuid.uuid4()}")
+        deliveries.append(("/api/v1/inbound/appointment_manager/deposit_requested/", body, headers))
+    return deliveries
 
 
 def _storm(base_url: str, deliveries: list, seed: int) -> list[int]:
@@ -170,9 +213,19 @@ def _storm(base_url: str, deliveries: list, seed: int) -> list[int]:
     return statuses
 
 
-def test_each_webhook_three_times_at_once_out_of_order_changes_each_payment_once(
-    live, live_server, gc_api, reception_actor, practice, site, patient
+def _settled(events: int) -> bool:
+    return (
+        WebhookEvent.objects.filter(status="processed").count() == events
+        and OutboxMessage.objects.exists()
+        and not OutboxMessage.objects.exclude(status=OutboxMessage.Status.DELIVERED).exists()
+    )
+
+
+def test_each_webhook_and_trigger_three_times_at_once_out_of_order_changes_everything_once(
+    gc_api, sink, pms_sim, fast_relay_env, reception_actor, practice, site, patient
 ):
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     online = [_online(reception_actor, practice, site, patient, n) for n in range(ONLINE)]
     on_terminals = [
         _on_terminal(reception_actor, practice, site, patient, n) for n in range(TERMINALS)
@@ -191,17 +244,44 @@ def test_each_webhook_three_times_at_once_out_of_order_changes_each_payment_once
             )
             deliveries.append(("/webhooks/dna/", body, {"Content-Type": "application/json"}))
     for payment, terminal in on_terminals:
-        deliveries.append(_terminal_delivery(live_server.url, payment, terminal.tid))
+        deliveries.append(_terminal_delivery(base_url, payment, terminal.tid))
     direct_debits = []
     for n in range(DIRECT_DEBITS):
         gc_deliveries, gc_payment_id = _gocardless_deliveries(gc_api, practice, patient, n)
         deliveries += gc_deliveries
         direct_debits.append(gc_payment_id)
+    deliveries += _deposit_requests(practice, site, patient)
     distinct_gc_events = DIRECT_DEBITS * 5
+    provider_events = 2 * ONLINE + TERMINALS + distinct_gc_events
 
-    statuses = _storm(live_server.url, deliveries, seed=2026)
+    with redis_server() as redis:
+        env = app_env(
+            redis_url=redis.url,
+            PUBLIC_BASE_URL=base_url,  # what DNA signs the terminal webhook's @target-uri with
+            DNA_CLIENT_SECRET=CLIENT_SECRET,
+            DNA_TERMINAL_WEBHOOK_SECRET=TERMINAL_SECRET,
+            DNA_TERMINAL_WEBHOOK_KEY_ID=TERMINAL_KEY_ID,
+            GOCARDLESS_API_URL=gc_api,
+            GOCARDLESS_ACCESS_TOKEN=GC_TOKEN,
+            GOCARDLESS_WEBHOOK_SECRET=GC_SECRET,
+            INBOUND_APPOINTMENT_MANAGER_SECRET=INBOUND_SECRET,
+            **endpoint_env(sink.url, pms_sim.url),
+            **fast_relay_env,
+        )
+        with (
+            gunicorn(env, workers=3, port=port),
+            celery_worker(env, concurrency=3, beat=True) as worker,
+        ):
+            statuses = _storm(base_url, deliveries, seed=2026)
+            settled = wait_until(lambda: _settled(provider_events), timeout=60, interval=0.25)
+            assert settled, (
+                f"{Counter(WebhookEvent.objects.values_list('status', flat=True))} "
+                f"{Counter(OutboxMessage.objects.values_list('status', flat=True))}\n"
+                + worker.output()
+            )
 
-    # Nothing refused, nothing lost: every copy answered 2xx, every distinct event stored once.
+    # Nothing refused, nothing lost: every copy answered 2xx, every distinct event stored once
+    # and processed in one attempt (a copy or a sweep that lost the race changed nothing).
     assert len(statuses) == COPIES * len(deliveries)
     assert {code // 100 for code in statuses} == {2}
     stored = Counter(WebhookEvent.objects.values_list("provider", flat=True))
@@ -210,19 +290,14 @@ def test_each_webhook_three_times_at_once_out_of_order_changes_each_payment_once
         "dna_terminal": TERMINALS,
         "gocardless": distinct_gc_events,
     }
-    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {"processed"}
+    assert set(WebhookEvent.objects.values_list("status", "attempts")) == {("processed", 1)}
 
     # Card payments: captured once each, one writeback and one Financial Signal each.
     card_payments = [p.id for p in online] + [p.id for p, _ in on_terminals]
     assert set(Payment.objects.filter(id__in=card_payments).values_list("state", flat=True)) == {
         S.CAPTURED
     }
-    captures = Counter(
-        AuditEvent.objects.filter(payment_id__in=card_payments, to_state=S.CAPTURED).values_list(
-            "payment_id", flat=True
-        )
-    )
-    assert captures == dict.fromkeys(card_payments, 1)
+    assert_once(payment_ids=card_payments, to_state=S.CAPTURED)
     for destination in (Destination.PMS, Destination.FINANCIAL_INSIGHTS):
         rows = Counter(
             OutboxMessage.objects.filter(
@@ -253,3 +328,23 @@ def test_each_webhook_three_times_at_once_out_of_order_changes_each_payment_once
         if e.payload.get("gocardless_event_id")
     )
     assert applied and set(applied.values()) == {1}
+
+    # Deposit requests: one stored trigger, one deposit, one payment and one link sent, each.
+    assert InboundEvent.objects.filter(module="appointment_manager").count() == DEPOSITS
+    deposits = list(Deposit.objects.filter(appointment_id__startswith="APT-STORM-"))
+    assert sorted(d.appointment_id for d in deposits) == [f"APT-STORM-{n}" for n in range(DEPOSITS)]
+    assert {d.status for d in deposits} == {"requested"}
+    deposit_payments = [d.payment_id for d in deposits]
+    assert Payment.objects.filter(target_id__in=[str(d.id) for d in deposits]).count() == DEPOSITS
+    assert_once(payment_ids=deposit_payments, to_state=S.AWAITING_CUSTOMER_ACTION)
+    links = Counter(
+        OutboxMessage.objects.filter(
+            destination=Destination.COMMUNICATION_HUB, event_type="payment_link.deliver"
+        ).values_list("payment_id", flat=True)
+    )
+    assert links == dict.fromkeys(deposit_payments, 1)
+
+    # Downstream: every outbox row reached its consumer in exactly one POST, stored once.
+    assert_delivered(sink, module_rows())
+    assert_delivered(pms_sim, pms_rows())
+    assert {r.signature_valid for r in sink.received} == {True}

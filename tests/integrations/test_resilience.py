@@ -1,13 +1,17 @@
-"""A consumer that crashes mid-stream and comes back: every row arrives, once after de-duplication."""
+"""A consumer that crashes mid-stream and comes back, or holds its answers: what arrives, and how often."""
 
 from __future__ import annotations
 
+import threading
 import time
 
+import httpx
 import pytest
 
 from integrations.models import Destination, OutboxMessage
+from integrations.receivers import MessageSink
 from integrations.relay import relay_due
+from integrations.signing import signed_headers
 from tests.integrations.conftest import capture_payment
 
 pytestmark = pytest.mark.django_db
@@ -54,5 +58,42 @@ def test_sink_stopped_mid_stream_then_restarted_gets_every_row_exactly_once(
     assert {str(i) for i in module_rows} == set(sink.stored)  # each row, once, after de-duplication
     duplicates = [r for r in sink.received if r.duplicate]
     assert len(duplicates) == 1  # the message whose answer was lost came twice
+    # Taken in: that one twice (stored, then acknowledged as a repeat), every other once;
+    # the requests met while it was down are attempts, not deliveries.
+    (crashed,) = [r for r in sink.received if r.accepted and r.status is None]
+    assert sink.deliveries() == {**dict.fromkeys(sink.stored, 1), crashed.event_id: 2}
+    assert len(sink.received) > sum(sink.deliveries().values())
     assert all(r.signature_valid for r in sink.received)
     assert len(pms_sim.writebacks) == 6
+
+
+def test_a_held_consumer_answers_nothing_until_released_then_stores_the_message_once():
+    secret = "held-sink-secret-0123456789"
+    body = b'{"n": 1}'
+    headers = signed_headers(secret, body, event_id="evt-held", event_type="t", schema_version=1)
+    answers = []
+    with MessageSink(secret=secret) as consumer:
+        consumer.hold()
+        sender = threading.Thread(
+            target=lambda: answers.append(
+                httpx.post(f"{consumer.url}/m", content=body, headers=headers, timeout=10)
+            )
+        )
+        sender.start()
+        deadline = time.monotonic() + 5
+        while consumer.held < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        held = (consumer.held, list(consumer.received), answers[:])
+        consumer.release()
+        sender.join(timeout=10)
+        repeat = httpx.post(f"{consumer.url}/m", content=body, headers=headers, timeout=10)
+
+    assert held == (1, [], [])  # in flight: not answered, not recorded
+    assert [a.status_code for a in answers] == [200]
+    assert repeat.json()["status"] == "duplicate"
+    assert [(r.status, r.accepted, r.duplicate) for r in consumer.received] == [
+        (200, True, False),
+        (200, True, True),
+    ]
+    assert consumer.deliveries() == {"evt-held": 2}
+    assert list(consumer.stored) == ["evt-held"]
