@@ -231,13 +231,14 @@ def _stop(process: subprocess.Popen, timeout: float = 15) -> None:
 def production_env(*, database: str, redis_url: str, **extra: str) -> dict[str, str]:
     """The environment of a production-mode process (DEBUG off) on a bench database.
 
-    Every secret the project reads (the names development mode generated in
-    `.local/dev-secrets.json`) gets a fresh random value, shaped as a Fernet key
-    so that it also suits FIELD_ENCRYPTION_KEYS. HTTPS redirects are off because
+    Every secret production requires (primoro_payments.checks.REQUIRED_SECRETS)
+    and every one development mode generated gets a fresh random value, shaped
+    as a Fernet key so that it also suits FIELD_ENCRYPTION_KEYS. HTTPS redirects are off because
     the load generator speaks plain HTTP on loopback.
     """
     from cryptography.fernet import Fernet
 
+    from primoro_payments.checks import REQUIRED_SECRETS
     from primoro_payments.config import dev_secrets
 
     env = {
@@ -251,7 +252,7 @@ def production_env(*, database: str, redis_url: str, **extra: str) -> dict[str, 
         "LOG_FORMAT": "json",
         "CELERY_TASK_ALWAYS_EAGER": "false",
     }
-    for name in dev_secrets():
+    for name in {*REQUIRED_SECRETS, *dev_secrets()}:
         env[name] = Fernet.generate_key().decode()
     env.update(extra)
     return env
