@@ -54,10 +54,13 @@ def payments_visible_to(user) -> QuerySet[Payment]:
     return access.scope(Payment.objects.all(), user).select_related("site", "patient", "terminal")
 
 
-def payment_get_for(user, payment_id) -> Payment:
-    """One payment the user may see; anything else is 'not found', never 'forbidden'."""
+def payment_get_for(user, payment_id, *, related: tuple[str, ...] = ()) -> Payment:
+    """One payment the user may see; anything else is 'not found', never 'forbidden'.
+
+    `related` names one-to-one relations to fetch in the same query (e.g. "link").
+    """
     try:
-        return payments_visible_to(user).get(pk=payment_id)
+        return payments_visible_to(user).select_related(*related).get(pk=payment_id)
     except (Payment.DoesNotExist, ValueError, TypeError, ValidationError):  # malformed id: 404
         raise NotFound("No such payment.") from None
 

@@ -22,7 +22,6 @@ from payments.api.base import StaffView
 from payments.api.idempotency import idempotent
 from payments.api.schema import IDEMPOTENCY_KEY, errors, uuid_path
 from payments.errors import NotFound, PaymentError
-from payments.models import Payment
 from practices import access
 from practices.models import Patient, Site
 from terminals.models import Terminal
@@ -32,8 +31,7 @@ PAYMENT_ID = uuid_path("payment_id", "A payment id.")
 
 
 def _payment_out(payment_id, user) -> dict:
-    payment = selectors.payment_get_for(user, payment_id)
-    payment = Payment.objects.select_related("link").get(pk=payment.pk)
+    payment = selectors.payment_get_for(user, payment_id, related=("link",))
     return s.StaffPaymentSerializer(payment, context={"now": timezone.now()}).data
 
 
