@@ -106,19 +106,23 @@ answered again. `GET /axept/transaction/{uti}` → {uti, tid, status (pending,
 approved, declined, cancelled, timed_out), amount, currency, reference,
 result}, or 404 with status "unknown". The patient is played by
 `POST /axept/terminals/{tid}/action {"action": "approve"|"decline"|"cancel"|"timeout"}`
-(JSON, or the form on the page `GET /axept/terminals/{tid}`). approve, decline
-and cancel POST this JSON to webHookUrl:
+(JSON, or the form on the page `GET /axept/terminals/{tid}`). Each POSTs this
+JSON to webHookUrl:
 
-    {"uti", "tid", "status": "approved"|"declined"|"cancelled", "transactionId"
-     (null when cancelled), "amount", "currency", "reference", "authCode", "rrn",
+    {"uti", "tid", "status": "approved"|"declined"|"cancelled"|"timed_out",
+     "transactionId" (null unless a card was presented), "amount", "currency",
+     "reference", "authCode", "rrn",
      "errorCode", "message", "paymentMethod", "cardSchemeName", "cardPanStarred",
      "timestamp"}
 
 signed as RFC 9421 HTTP Message Signatures with HMAC-SHA256 over the base
 documented in signing.signature_base (components "@method", "@target-uri" =
 webHookUrl exactly as given, "content-digest"; keyid DNA_TERMINAL_WEBHOOK_KEY_ID;
-key DNA_TERMINAL_WEBHOOK_SECRET as UTF-8 bytes). `timeout` sends nothing and
-leaves status timed_out for our janitor to find. An approved terminal payment
+key DNA_TERMINAL_WEBHOOK_SECRET as UTF-8 bytes). Whether the real terminal
+reports its own time-out is not published: DNA_SIM_TERMINAL_TIMEOUT_WEBHOOK
+(default true) decides, and when false `timeout` sends nothing and leaves status
+timed_out for our janitor to find. `"webhook": false` with any action settles
+it without sending (a webhook lost on the way). An approved terminal payment
 is a CHARGE transaction (invoiceId = reference) that can be refunded.
 
 Control endpoints (not DNA's): `POST /sim/settlements` makes a payout batch of
@@ -209,6 +213,7 @@ class DnaConfig:
     fee_percent: Decimal = Decimal("1.5")
     fee_fixed: Decimal = Decimal("0.20")
     delivery_timeout: float = 10.0
+    terminal_timeout_webhook: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> DnaConfig:
@@ -226,6 +231,10 @@ class DnaConfig:
             terminals=tuple(t.strip() for t in terminals.split(",") if t.strip()),
             fee_percent=Decimal(env_str("DNA_SIM_FEE_PERCENT", "1.5", environ=environ)),
             fee_fixed=Decimal(env_str("DNA_SIM_FEE_FIXED", "0.20", environ=environ)),
+            terminal_timeout_webhook=env_str(
+                "DNA_SIM_TERMINAL_TIMEOUT_WEBHOOK", "true", environ=environ
+            ).lower()
+            in {"1", "true", "yes", "on"},
         )
 
 
@@ -1342,7 +1351,8 @@ class DnaSimulator(SimulatorApp):
 
     def _terminal_action(self, request: Request, tid: str) -> Response:
         from_form = request.content_type == "application/x-www-form-urlencoded"
-        action = (request.form() if from_form else request.json()).get("action")
+        data = request.form() if from_form else request.json()
+        action = data.get("action")
         if action not in TERMINAL_ACTIONS:
             raise HttpError(400, "validation_error", f"action must be one of {TERMINAL_ACTIONS}.")
         with self.lock:
@@ -1353,11 +1363,11 @@ class DnaSimulator(SimulatorApp):
                 raise HttpError(409, "no_pending_transaction", f"Terminal {tid} shows nothing.")
             txn = self._terminal_txns[uti]
             del self._pending_by_tid[tid]
-            if action == "timeout":
-                txn.status = "timed_out"
-                payload = None
-            else:
-                payload = self._terminal_result(txn, action)
+            payload = self._terminal_result(txn, action)
+            if data.get("webhook") is False or (
+                action == "timeout" and not self.config.terminal_timeout_webhook
+            ):
+                payload = None  # settled, but nothing reaches webHookUrl
         delivery = None
         if payload is not None:
             body = base.dump_json(payload)
@@ -1382,7 +1392,12 @@ class DnaSimulator(SimulatorApp):
 
     def _terminal_result(self, txn: TerminalTransaction, action: str) -> dict[str, Any]:
         """Settle the terminal transaction's outcome and build its webhook body (lock held)."""
-        txn.status = {"approve": "approved", "decline": "declined", "cancel": "cancelled"}[action]
+        txn.status = {
+            "approve": "approved",
+            "decline": "declined",
+            "cancel": "cancelled",
+            "timeout": "timed_out",
+        }[action]
         transaction_id = None
         if action in {"approve", "decline"}:
             transaction = Transaction(
@@ -1399,7 +1414,7 @@ class DnaSimulator(SimulatorApp):
             )
             self._transactions[transaction.id] = transaction
             transaction_id = transaction.id
-        card_presented = action != "cancel"
+        card_presented = action in {"approve", "decline"}
         txn.result = {
             "uti": txn.uti,
             "tid": txn.tid,
@@ -1415,6 +1430,7 @@ class DnaSimulator(SimulatorApp):
                 "approve": "Approved",
                 "decline": "Declined by issuer (simulated)",
                 "cancel": "Cancelled on the terminal",
+                "timeout": "Timed out waiting for a card",
             }[action],
             "paymentMethod": "card" if card_presented else None,
             "cardSchemeName": CARD_SCHEME if card_presented else None,

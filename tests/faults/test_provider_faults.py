@@ -109,7 +109,7 @@ def test_a_batch_hit_by_every_provider_fault_ends_in_known_states(
     live.fault("/axept/transaction", "timeout", method="POST", seconds=3)
     on_terminal("sale_timed_out")
     on_terminal("patient_walked_away")
-    live.terminal("TIDF0005", "timeout")
+    live.terminal("TIDF0005", "timeout", webhook=False)
     on_terminal("approval_webhook_lost", webhooks_reach_us=False)
     live.terminal("TIDF0006", "approve")
     slow = on_terminal("lookup_500", webhooks_reach_us=False)

@@ -62,8 +62,10 @@ class Sim:
         assert answer.status_code == 201, answer.text
         return answer.json()
 
-    def terminal(self, tid: str, action: str) -> dict:
-        answer = self.http.post(f"{self.url}/axept/terminals/{tid}/action", json={"action": action})
+    def terminal(self, tid: str, action: str, *, webhook: bool = True) -> dict:
+        """Play the patient at the terminal; webhook=False: the result never reaches us."""
+        body = {"action": action} if webhook else {"action": action, "webhook": False}
+        answer = self.http.post(f"{self.url}/axept/terminals/{tid}/action", json=body)
         assert answer.status_code == 200, answer.text
         return answer.json()
 

@@ -99,11 +99,25 @@ def test_cancel_on_the_terminal_fails_as_customer_cancelled(
     assert payment.provider_reference == ""
 
 
-def test_a_timeout_is_found_by_the_janitor_and_the_payment_can_be_retried(
+def test_a_terminal_timeout_arrives_by_webhook_and_fails_the_payment(
     live, reception_actor, practice, site, patient, sim_terminal
 ):
     payment = _start(reception_actor, practice, site, patient, sim_terminal)
-    live.terminal(TID, "timeout")  # the terminal sends nothing
+
+    result = live.terminal(TID, "timeout")
+
+    assert result["delivery"]["status_code"] == 200
+    payment.refresh_from_db()
+    assert payment.state == S.FAILED and payment.failure_code == "provider_timeout"
+    assert payment.provider_reference == ""
+    assert _rows(payment, Destination.TASK_MANAGER, "task.create").count() == 1
+
+
+def test_a_timeout_whose_webhook_is_lost_is_found_by_the_janitor_and_can_be_retried(
+    live, reception_actor, practice, site, patient, sim_terminal
+):
+    payment = _start(reception_actor, practice, site, patient, sim_terminal)
+    live.terminal(TID, "timeout", webhook=False)  # nothing reaches us
     payment.refresh_from_db()
     assert payment.state == S.AWAITING_CUSTOMER_ACTION
 

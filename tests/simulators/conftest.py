@@ -24,8 +24,10 @@ TERMINAL_API_KEY = "test-axept-api-key"
 
 
 @pytest.fixture
-def dna_config():
+def dna_config(request):
+    """The simulator's settings; parametrize indirectly with "quiet" for silent terminal time-outs."""
     return dna.DnaConfig(
+        terminal_timeout_webhook=getattr(request, "param", "default") != "quiet",
         client_id=CLIENT_ID,
         client_secret=CLIENT_SECRET,
         terminal_webhook_secret=TERMINAL_SECRET,

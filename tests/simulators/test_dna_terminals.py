@@ -92,7 +92,12 @@ def test_transaction_needs_the_axept_token(http, dna_url, receiver):
 
 @pytest.mark.parametrize(
     ("action", "status", "has_transaction"),
-    [("approve", "approved", True), ("decline", "declined", True), ("cancel", "cancelled", False)],
+    [
+        ("approve", "approved", True),
+        ("decline", "declined", True),
+        ("cancel", "cancelled", False),
+        ("timeout", "timed_out", False),
+    ],
 )
 def test_outcomes_post_a_signed_webhook(
     http, dna_url, axept, receiver, action, status, has_transaction
@@ -130,11 +135,16 @@ def test_a_tampered_body_would_not_verify(http, dna_url, axept, receiver):
         _verify_rfc9421(webhook, sent["webHookUrl"])
 
 
-def test_timeout_sends_nothing_and_the_status_says_so(http, dna_url, axept, receiver):
+@pytest.mark.parametrize(
+    ("dna_config", "action"),
+    [("quiet", {"action": "timeout"}), ("default", {"action": "timeout", "webhook": False})],
+    indirect=["dna_config"],
+)
+def test_a_timeout_can_send_nothing_and_the_status_says_so(http, dna_url, axept, receiver, action):
     sent = _start(http, dna_url, axept, receiver)
     pending = http.get(f"{dna_url}/axept/transaction/{sent['uti']}", headers=axept).json()
 
-    response = _act(http, dna_url, "TID001", "timeout")
+    response = http.post(f"{dna_url}/axept/terminals/TID001/action", json=action)
 
     assert pending["status"] == "pending"
     assert response.json()["status"] == "timed_out"
