@@ -254,6 +254,10 @@ DNA_HTTP_TIMEOUT_SECONDS = env.float("DNA_HTTP_TIMEOUT_SECONDS", default=15.0)
 DNA_HTTP_RETRIES = env.int("DNA_HTTP_RETRIES", default=2)
 DNA_CHECKOUT_MODE = env.str("DNA_CHECKOUT_MODE", default="redirect" if DEBUG else "script")
 DNA_ONLINE_TRANSACTION_TYPE = env.str("DNA_ONLINE_TRANSACTION_TYPE", default="SALE")
+# DNA publishes no hosted MOTO field: phone payments carry {"channel": "moto"} in
+# merchantCustomData, and these paymentData fields (JSON, merged in) once DNA names one,
+# e.g. {"transactionType": "MOTO"} or a MOTO terminal's {"paymentSettings": {...}}.
+DNA_MOTO_PAYMENT_DATA = env.json("DNA_MOTO_PAYMENT_DATA", default={})
 # DNA publishes no card-on-file (merchant-initiated) call; its path stays one setting away.
 DNA_STORED_CARD_CHARGE_PATH = env.str(
     "DNA_STORED_CARD_CHARGE_PATH", default="/transaction/operation/stored-card-charge"

@@ -26,7 +26,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -107,6 +107,7 @@ class DnaSettings:
     read_timeout: float
     retries: int
     checkout_mode: str
+    moto_payment_data: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_django(cls) -> DnaSettings:
@@ -126,10 +127,22 @@ class DnaSettings:
             read_timeout=settings.DNA_HTTP_TIMEOUT_SECONDS,
             retries=getattr(settings, "DNA_HTTP_RETRIES", 2),
             checkout_mode=getattr(settings, "DNA_CHECKOUT_MODE", "script"),
+            moto_payment_data=getattr(settings, "DNA_MOTO_PAYMENT_DATA", {}),
         )
 
 
 # --- JSON in and out ------------------------------------------------------------
+
+
+def merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` laid over it, nested objects merged key by key."""
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merged(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def format_amount(value: Decimal) -> str:
@@ -447,6 +460,8 @@ class DnaClient:
             "merchantCustomData": json.dumps(custom, separators=(",", ":"), sort_keys=True),
             "auth": token.as_auth(),
         }
+        if request.moto:
+            payment_data = merged(payment_data, self.config.moto_payment_data)
         if request.wallets:
             payment_data["paymentMethods"] = list(request.wallets)
         redirect_url = None

@@ -280,3 +280,25 @@ def test_the_janitor_closes_a_session_left_open_too_long(
     assert closing.actor_kind == "system" and closing.payload["action"] == "closed"
     assert Payment.objects.get(pk=session.payment.pk).state == S.AWAITING_CUSTOMER_ACTION
     assert janitor.run(now=started.occurred_at + timedelta(minutes=30)).sessions_closed == 0
+
+
+def test_the_moto_fields_dna_asks_for_are_one_setting_away_and_only_on_phone_payments(
+    live, settings, practice, site, patient, vt_operator
+):
+    from tests.providers.test_online import _checkout
+
+    settings.DNA_MOTO_PAYMENT_DATA = {
+        "transactionType": "MOTO",
+        "paymentSettings": {"terminalId": "MOTO-TERMINAL-1"},
+    }
+
+    phone = _open(Actor.staff(vt_operator), practice, site, patient).payment_data
+    online = _checkout(Actor.for_patient(patient), practice, site, patient).payment_data
+
+    assert phone["transactionType"] == "MOTO"
+    assert phone["paymentSettings"]["terminalId"] == "MOTO-TERMINAL-1"
+    assert phone["paymentSettings"]["callbackUrl"] == online["paymentSettings"]["callbackUrl"]
+    assert json.loads(phone["merchantCustomData"])["channel"] == "moto"
+    assert online["transactionType"] == settings.DNA_ONLINE_TRANSACTION_TYPE
+    assert online["paymentSettings"]["terminalId"] == practice.dna_terminal_id
+    assert "channel" not in json.loads(online["merchantCustomData"])
