@@ -13,12 +13,11 @@ from django.db import transaction
 
 from audit.actors import Actor
 from audit.models import EventType
-from audit.services import audit_record
 from payments import events
 from payments.errors import PaymentError
 from payments.locks import lock_payment
 from payments.models import Payment
-from payments.services import Outcome
+from payments.services import Outcome, payment_audit_record
 from practices import access
 from practices.roles import Perm
 
@@ -45,21 +44,10 @@ def payment_flag_dispute(
         return Outcome(payment, changed=False)
     payment.disputed = True
     payment.save(update_fields=["disputed", "updated_at"])
-    audit_record(
-        event_type=EventType.PAYMENT_EXCEPTION_FLAGGED,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        terminal_id=payment.terminal_id,
-        payment_id=payment.id,
-        subject_type="payment",
-        subject_id=str(payment.id),
-        amount=payment.amount,
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
-        provider_reference=payment.provider_reference,
+    payment_audit_record(
+        payment,
+        actor,
+        EventType.PAYMENT_EXCEPTION_FLAGGED,
         payload={
             "exception": "disputed",
             "reason": reason,

@@ -35,7 +35,6 @@ from django.utils import timezone
 
 from audit.actors import Actor
 from audit.models import AuditEvent, EventType
-from audit.services import audit_record
 from integrations.dna.client import DnaClient, DnaError, encode_json
 from integrations.dna.operations import TERMINAL_SALE
 from integrations.dna.types import CheckoutRequest
@@ -424,19 +423,12 @@ def _link_send(
     payload = {"channel": channel, "expires_at": link.expires_at.isoformat()}
     if replaces is not None:
         payload["replaces_link_id"] = str(replaces.id)
-    audit_record(
-        event_type=EventType.PAYMENT_LINK_ISSUED,
-        practice_id=practice.id,
-        actor=actor,
-        site_id=payment.site_id,
-        payment_id=payment.id,
+    services.payment_audit_record(
+        payment,
+        actor,
+        EventType.PAYMENT_LINK_ISSUED,
         subject_type="payment_link",
         subject_id=str(link.id),
-        amount=payment.amount,
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
         payload=payload,
     )
     link_delivery_enqueue(link=link, url=url, dedupe_key=f"paylink:deliver:{link.id}")
@@ -551,17 +543,10 @@ def _vt_session_event(payment: Payment, actor: Actor, action: str, reason: str =
     session = sum(1 for step, _at in _vt_steps(payment.id) if step == VT_OPENED)
     if action == VT_OPENED:
         session += 1
-    audit_record(
-        event_type=EventType.VIRTUAL_TERMINAL_SESSION,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        payment_id=payment.id,
-        subject_type="payment",
-        subject_id=str(payment.id),
-        amount=payment.amount,
-        currency=payment.currency,
-        method=payment.method,
+    services.payment_audit_record(
+        payment,
+        actor,
+        EventType.VIRTUAL_TERMINAL_SESSION,
         payload={
             "action": action,
             "reason": reason,

@@ -34,7 +34,6 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from audit.actors import Actor
 from audit.models import EventType
-from audit.services import audit_record
 from integrations.models import Destination
 from integrations.outbox import outbox_enqueue
 from payments import events, services
@@ -255,19 +254,13 @@ def payment_link_resend(*, link_id, actor: Actor) -> PaymentLink:
 
 
 def _audit_link(link: PaymentLink, payment: Payment, actor: Actor, event_type, **extra) -> None:
-    audit_record(
-        event_type=event_type,
-        practice_id=link.practice_id,
-        actor=actor,
+    services.payment_audit_record(
+        payment,
+        actor,
+        event_type,
         site_id=link.site_id,
-        payment_id=payment.id,
         subject_type="payment_link",
         subject_id=str(link.id),
-        amount=payment.amount,
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
         payload={
             "channel": link.channel,
             "expires_at": link.expires_at.isoformat(),

@@ -16,12 +16,12 @@ from django.db.models import QuerySet
 
 from audit.actors import Actor
 from audit.models import EventType
-from audit.services import audit_record
 from integrations.models import Destination, OutboxMessage
 from payments import events
 from payments.errors import PaymentError
 from payments.locks import lock_payment
 from payments.models import PAID_STATES, Payment, PaymentState, SplitPayment
+from payments.services import payment_audit_record
 from practices import access
 from practices.roles import Perm
 
@@ -105,20 +105,10 @@ def receipt_resend(*, payment_id, actor: Actor) -> OutboxMessage:
             )
         )
     message = events.on_receipt_resend(payment, split_tenders=tenders)
-    audit_record(
-        event_type=EventType.RECEIPT_RESENT,
-        practice_id=payment.practice_id,
-        actor=actor,
-        site_id=payment.site_id,
-        payment_id=payment.id,
-        subject_type="payment",
-        subject_id=str(payment.id),
-        amount=payment.amount,
-        currency=payment.currency,
-        method=payment.method,
-        target_type=payment.target_type,
-        target_id=payment.target_id,
-        provider_reference=payment.provider_reference,
+    payment_audit_record(
+        payment,
+        actor,
+        EventType.RECEIPT_RESENT,
         payload={"outbox_message_id": str(message.id), "channels": events.RECEIPT_CHANNELS},
     )
     return message

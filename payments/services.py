@@ -234,8 +234,12 @@ def _validate_credit(practice: Practice, amount: Decimal, credit: RewardsCredit)
     return RewardsCredit(amount=credit_amount, reference=credit.reference)
 
 
-def _audit(payment: Payment, actor: Actor, event_type, **fields) -> None:
-    """An audit event about `payment`, with the payment's own facts filled in (§8)."""
+def payment_audit_record(payment: Payment, actor: Actor, event_type, **fields) -> None:
+    """An audit event about `payment`, with the payment's own facts filled in (§8).
+
+    The one way to audit something that happened to a payment; `fields` add to or
+    override the payment's facts (e.g. a link as the subject, a reason code).
+    """
     values = {
         "site_id": payment.site_id,
         "terminal_id": payment.terminal_id,
@@ -262,7 +266,9 @@ def _state_change(
     **fields,
 ):
     """Audit a lifecycle transition that has just been applied to `payment`."""
-    _audit(payment, actor, event_type, from_state=from_state, to_state=payment.state, **fields)
+    payment_audit_record(
+        payment, actor, event_type, from_state=from_state, to_state=payment.state, **fields
+    )
 
 
 def _apply(payment: Payment, transition_name: str, **kwargs) -> None:
@@ -380,7 +386,7 @@ def payment_initiate(*, payment_id, actor: Actor) -> Payment:
 
 
 def _audit_credit(payment: Payment, actor: Actor) -> None:
-    _audit(
+    payment_audit_record(
         payment,
         actor,
         EventType.REWARDS_CREDIT_APPLIED,
@@ -821,7 +827,7 @@ def payment_flag_exception(
     )
     if message is None:
         return False
-    _audit(
+    payment_audit_record(
         payment,
         actor,
         EventType.PAYMENT_EXCEPTION_FLAGGED,
@@ -1310,7 +1316,7 @@ def refund_fail(*, refund_id, actor: Actor, reason: str) -> Refund:
     refund.completed_at = timezone.now()
     refund.save(update_fields=["status", "failure_reason", "completed_at"])
     events.on_refund_failed(payment, refund)
-    _audit(
+    payment_audit_record(
         payment,
         actor,
         EventType.REFUND_FAILED,
@@ -1465,7 +1471,7 @@ def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
     previous = payment.due_at
     payment.due_at = due_at
     payment.save(update_fields=["due_at", "updated_at"])
-    _audit(
+    payment_audit_record(
         payment,
         actor,
         EventType.PAYMENT_DUE_DATE_SET,
@@ -1536,7 +1542,7 @@ def payment_set_invoice_ref(*, payment_id, actor: Actor, pms_invoice_ref: str) -
     for each in changed:
         each.pms_invoice_ref = reference
         each.save(update_fields=["pms_invoice_ref", "updated_at"])
-        _audit(
+        payment_audit_record(
             each,
             actor,
             EventType.PAYMENT_INVOICE_REF_SET,
