@@ -62,6 +62,13 @@ class OutboxMessage(models.Model):
                 name="outbox_due",
             ),
             models.Index(fields=["destination", "status"], name="outbox_dest_status"),
+            # The portal's communications log: a practice's messages to Communication Hub,
+            # newest first (payments.selectors.communications_page).
+            models.Index(
+                fields=["practice", "-created_at", "-id"],
+                condition=models.Q(destination="communication_hub"),
+                name="outbox_comms_time",
+            ),
         ]
 
     def __str__(self):

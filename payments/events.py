@@ -386,11 +386,14 @@ def _balance_facts(balance) -> dict:
     }
 
 
+REMINDER_EVENT = "payment_reminder.requested"
+
+
 def on_overdue_reminder(balance, *, number: int, of: int, days_overdue: int) -> None:
     """Communication Hub sends the patient a reminder of an unpaid request (app first)."""
     outbox_enqueue(
         destination=Destination.COMMUNICATION_HUB,
-        event_type="payment_reminder.requested",
+        event_type=REMINDER_EVENT,
         practice_id=balance.practice_id,
         payment_id=balance.payment_id,
         payload={

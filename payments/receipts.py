@@ -17,7 +17,7 @@ from django.db.models import QuerySet
 from audit.actors import Actor
 from audit.models import EventType
 from integrations.models import Destination, OutboxMessage
-from payments import events
+from payments import communications, events
 from payments.errors import PaymentError
 from payments.locks import lock_payment
 from payments.models import PAID_STATES, Payment, PaymentState, SplitPayment
@@ -28,29 +28,20 @@ from practices.roles import Perm
 S = PaymentState
 CAN_RESEND = (S.CAPTURED, S.PARTIALLY_REFUNDED, S.REFUNDED, S.RECONCILED)
 
-_DELIVERY = {
-    OutboxMessage.Status.PENDING: "Queued for Communication Hub",
-    OutboxMessage.Status.DELIVERED: "Delivered to Communication Hub",
-    OutboxMessage.Status.DEAD: "Not delivered to Communication Hub",
-    OutboxMessage.Status.DISABLED: "Not sent: Communication Hub is not configured",
-}
-_KINDS = {"payment": "Payment receipt", "refund": "Refund receipt", "split": "Split receipt"}
-
 
 @dataclass(frozen=True)
 class ReceiptMessage:
-    """One receipt message as staff see it."""
+    """One receipt message as staff see it (worded as in the communications log)."""
 
     message: OutboxMessage
 
     @property
     def kind(self) -> str:
-        label = _KINDS.get(self.message.payload.get("receipt_kind"), "Receipt")
-        return f"{label} (sent again)" if self.message.payload.get("resend") else label
+        return communications.receipt_kind(self.message.payload)
 
     @property
     def delivery(self) -> str:
-        return _DELIVERY.get(self.message.status, self.message.get_status_display())
+        return communications.delivery_label(self.message)
 
     @property
     def delivered(self) -> bool:

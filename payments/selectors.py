@@ -31,10 +31,13 @@ from django.db.models import (
     Sum,
 )
 from django.db.models.aggregates import Aggregate
-from django.db.models.functions import Coalesce, TruncDate
+from django.db.models.fields.json import KeyTransform
+from django.db.models.functions import Coalesce, JSONObject, TruncDate
 from django.utils import timezone
 
 from audit.models import AuditEvent, EventType
+from integrations.models import Destination, OutboxMessage
+from payments import communications
 from payments.errors import NotFound, PaymentError
 from payments.models import (
     PAID_STATES,
@@ -389,6 +392,58 @@ def refund_void_log_page(user, *, cursor: str | None = None, size: int = 50, **f
         refund_void_log(user, **filters), key="-occurred_at", cursor=cursor, size=size, id_type=int
     )
     return Page(rows=rows, next_cursor=next_cursor, sort="newest")
+
+
+# --- The communications log ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CommunicationFilters:
+    date_from: date | None = None
+    date_to: date | None = None
+    event_type: str = ""
+    status: str = ""
+
+
+def communications_visible_to(user) -> QuerySet[OutboxMessage]:
+    """Messages to Communication Hub at the user's practices, about payments at their sites.
+
+    The row carries its practice; its site is its payment's. A message about no
+    payment has no site, and is seen practice-wide like any row without one.
+    """
+    payment_in_scope = access.scope(Payment.objects.filter(pk=OuterRef("payment_id")), user)
+    messages = OutboxMessage.objects.filter(destination=Destination.COMMUNICATION_HUB)
+    return access.scope(messages, user, site_field=None).filter(
+        Q(payment_id__isnull=True) | Exists(payment_in_scope)
+    )
+
+
+def communications_page(
+    user, filters: CommunicationFilters, *, cursor: str | None = None, size: int = 50
+) -> Page:
+    """One page of the log, newest first (keyset, as the payments list), in two queries.
+
+    The payload stays in the database: only communications.SHOWN_PAYLOAD_KEYS
+    are read (a payment link's URL holds its token), and so does `last_error`
+    (a refusal may echo the request). Raises InvalidCursor for a cursor this
+    log did not give out.
+    """
+    messages = communications_visible_to(user).filter(
+        _date_range("created_at", filters.date_from, filters.date_to)
+    )
+    if filters.event_type:
+        messages = messages.filter(event_type=filters.event_type)
+    if filters.status:
+        messages = messages.filter(status=filters.status)
+    shown = {key: KeyTransform(key, "payload") for key in communications.SHOWN_PAYLOAD_KEYS}
+    messages = messages.defer("payload", "last_error").annotate(shown=JSONObject(**shown))
+    rows, next_cursor = _keyset_page(messages, key="-created_at", cursor=cursor, size=size)
+    payments = payments_visible_to(user).in_bulk({m.payment_id for m in rows if m.payment_id})
+    return Page(
+        rows=[communications.Communication(m, m.shown, payments.get(m.payment_id)) for m in rows],
+        next_cursor=next_cursor,
+        sort="newest",
+    )
 
 
 # --- Dashboards ------------------------------------------------------------------

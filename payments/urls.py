@@ -38,6 +38,7 @@ urlpatterns = [
     path("approvals/<uuid:approval_id>/decide/", views.approval_decide, name="approval_decide"),
     path("refunds/", views.refund_log, name="refund_log"),
     path("subscriptions/", back_office.subscriptions, name="subscriptions"),
+    path("communications/", back_office.communications, name="communications"),
     path("exceptions/", back_office.reconciliation, name="reconciliation"),
     path("patients/", drawer.patients, name="patients"),
     path("patients/<uuid:patient_id>/pay/", drawer.drawer, name="drawer"),

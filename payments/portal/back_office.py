@@ -1,4 +1,5 @@
-"""Back-office pages: subscription payment status (§13.4) and the exceptions finance staff work.
+"""Back-office pages: subscription payment status (§13.4), the communications log (§6.2, §8)
+and the exceptions finance staff work.
 
 Read-only. Subscriptions are GoCardless's and the subscription modules'
 (Care Plan, Hygiene): we show their status by patient and by module, and offer
@@ -14,12 +15,14 @@ from __future__ import annotations
 from collections import Counter
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from integrations.dna import selectors as dna_selectors
 from payments import selectors
+from payments.portal.forms import CommunicationFilterForm
 from payments.portal.views import portal_view
 from practices import access
 from practices.roles import Perm
@@ -104,6 +107,30 @@ def subscriptions(request):
             "failed": sum(1 for row in statuses if row.state == SubscriptionState.FAILED),
             "filtered": bool(data and any(data.values())),
         },
+    )
+
+
+@portal_view
+@require_GET
+def communications(request):
+    """Every payment message we asked Communication Hub to send (§6.2, §8), newest first.
+
+    Read-only, scoped like the payments list. Never shows a payment link's URL:
+    its token is the patient's credential.
+    """
+    form = CommunicationFilterForm(request.GET or None)
+    filters = form.filters()
+    try:
+        page = selectors.communications_page(request.user, filters, cursor=request.GET.get("after"))
+    except selectors.InvalidCursor as error:  # a stale or edited page link: start over
+        messages.warning(request, error.message)
+        page = selectors.communications_page(request.user, filters)
+    query = request.GET.copy()
+    query.pop("after", None)
+    return render(
+        request,
+        "portal/communications.html",
+        {"form": form, "page": page, "query": query.urlencode()},
     )
 
 

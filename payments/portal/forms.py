@@ -8,8 +8,9 @@ from decimal import Decimal
 from django import forms
 from django.contrib.auth import get_user_model
 
+from payments import communications
 from payments.models import PaymentMethod, PaymentState, ReasonCode, TargetType
-from payments.selectors import EXCEPTION_LABELS, SORTS, PaymentFilters
+from payments.selectors import EXCEPTION_LABELS, SORTS, CommunicationFilters, PaymentFilters
 from practices import access
 from practices.models import Site
 
@@ -18,13 +19,24 @@ def _blank(label: str, choices) -> list:
     return [("", label), *choices]
 
 
-class PaymentFilterForm(forms.Form):
+class DateRangeForm(forms.Form):
+    """A list filter that starts with a date range (whole days, both ends included)."""
+
     date_from = forms.DateField(
         required=False, label="From", widget=forms.DateInput(attrs={"type": "date"})
     )
     date_to = forms.DateField(
         required=False, label="To", widget=forms.DateInput(attrs={"type": "date"})
     )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            self.add_error("date_to", "The end date must be on or after the start date.")
+        return data
+
+
+class PaymentFilterForm(DateRangeForm):
     site = forms.ChoiceField(required=False, label="Site")
     staff = forms.ChoiceField(required=False, label="Staff member")
     method = forms.ChoiceField(
@@ -70,12 +82,6 @@ class PaymentFilterForm(forms.Form):
         self.fields["staff"].choices = _blank(
             "Anyone", [(str(u.pk), u.get_full_name() or u.get_username()) for u in staff]
         )
-
-    def clean(self):
-        data = super().clean()
-        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
-            self.add_error("date_to", "The end date must be on or after the start date.")
-        return data
 
     def filters(self) -> PaymentFilters:
         data = self.cleaned_data if self.is_valid() else {}
@@ -155,6 +161,28 @@ class RefundLogFilterForm(forms.Form):
         )
         self.fields["actor"].choices = _blank(
             "Anyone", [(str(u.pk), u.get_full_name() or u.get_username()) for u in staff]
+        )
+
+
+class CommunicationFilterForm(DateRangeForm):
+    type = forms.ChoiceField(
+        required=False,
+        label="Message",
+        choices=_blank("Every message", list(communications.EVENT_LABELS.items())),
+    )
+    status = forms.ChoiceField(
+        required=False,
+        label="Delivery",
+        choices=_blank("Any delivery", list(communications.STATUS_FILTER_LABELS.items())),
+    )
+
+    def filters(self) -> CommunicationFilters:
+        data = self.cleaned_data if self.is_bound and self.is_valid() else {}
+        return CommunicationFilters(
+            date_from=data.get("date_from"),
+            date_to=data.get("date_to"),
+            event_type=data.get("type", ""),
+            status=data.get("status", ""),
         )
 
 

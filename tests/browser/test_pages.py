@@ -1,7 +1,7 @@
 """Every other page in a real browser, each checked with axe-core and screenshotted: the patient's
 pay-by-link pages (checkout, outcomes, used, not found, expired, cancelled, reissue, provider down),
-the link's status on the staff side, the virtual terminal behind the MFA step-up, and forms
-showing their errors."""
+the link's status on the staff side, the virtual terminal behind the MFA step-up, forms
+showing their errors, and the communications log."""
 
 from __future__ import annotations
 
@@ -15,12 +15,14 @@ from django.utils import timezone
 from audit.actors import Actor
 from integrations.dna.client import forget_tokens
 from integrations.models import Destination, OutboxMessage
+from integrations.relay import relay_due
 from payments import deposits, flows, links, services
 from payments.disputes import payment_flag_dispute
 from payments.models import Payment, PaymentLink, PaymentMethod, PaymentState, TargetType
 from practices.roles import Role
 from tests.browser.conftest import sign_in, tab_to
 from tests.factories import make_staff
+from tests.integrations.conftest import pms_sim, relay_settings, sink  # noqa: F401
 from tests.payments.helpers import captured
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -312,4 +314,45 @@ def test_deposit_split_cancel_and_commerce_order_pages(
     page.goto(f"{base}/payments/{order.id}/")
     assert "Add the PMS invoice reference" in page.inner_text("main")
     a11y.check(page, "payment_commerce_order")
+    a11y.assert_clean()
+
+
+def test_communications_log_with_each_delivery_and_a_filter(
+    page,
+    a11y,
+    live_server,
+    relay_settings,  # noqa: F811
+    sink,  # noqa: F811
+    practice,
+    site,
+    patient,
+    terminal,
+    reception,
+    reception_actor,
+):
+    captured(reception_actor, Actor.provider("dna"), practice, site, patient, terminal=terminal)
+    relay_due()  # the receipt: delivered to Communication Hub
+    sink.mode = "reject"
+    refused_url = _issue(reception_actor, practice, site, patient, "INV-REFUSED")
+    relay_due()  # that link's message: refused, dead
+    queued_url = _issue(reception_actor, practice, site, patient, "INV-QUEUED")
+    base = live_server.url
+    sign_in(page, base, reception)
+
+    page.click("nav.main a:text-is('Communications')")
+    page.wait_for_url(f"{base}/communications/")
+    table = page.inner_text("main table")
+    assert "Delivered to Communication Hub" in table and "Payment receipt" in table
+    assert "Not delivered to Communication Hub" in table and "INV-REFUSED" in table
+    assert "Queued for Communication Hub" in table and "INV-QUEUED" in table
+    assert refused_url not in page.content() and queued_url not in page.content()
+    a11y.check(page, "communications")
+
+    page.select_option("#id_type", "payment_link.deliver")
+    page.select_option("#id_status", "dead")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_url("**/communications/?*status=dead*")
+    table = page.inner_text("main table")
+    assert "INV-REFUSED" in table and "INV-QUEUED" not in table and "receipt" not in table
+    a11y.check(page, "communications_filtered")
     a11y.assert_clean()

@@ -1,14 +1,16 @@
 """The §9 access table as the spec states it, one row per (action, role), for every surface.
 
 Written from the spec text, independent of practices/roles.py, so a change
-there that breaks §9 fails here. Each surface test (portal and admin in
-test_rbac_surfaces.py; the REST API plugs in the same way) walks CASES and
-performs the action through its own HTTP endpoints as a user of that role.
+there that breaks §9 fails here. Each surface test (portal, admin and REST API
+in test_rbac_surfaces.py) walks CASES and performs the action through its own
+HTTP endpoints as a user of that role. A surface says which of its endpoints
+perform which action (several may: the API's collect-on-terminal and retry both
+initiate a payment) and never restates who may do it.
 
     from tests.security.rbac_table import CASES, Action, staff_for
 
     @pytest.mark.parametrize(("action", "role", "allowed"), CASES, ids=CASE_IDS)
-    def test_api_surface(action, role, allowed, ...): ...
+    def test_some_surface(action, role, allowed, ...): ...
 """
 
 from __future__ import annotations

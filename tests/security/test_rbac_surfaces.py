@@ -1,10 +1,12 @@
-"""§9 through every surface: each action × role over HTTP, in the staff portal and the admin.
+"""§9 through every surface: each action × role over HTTP, in the portal, the admin and the API.
 
 The same table (rbac_table.py) drives every surface. An allowed action must
-have its effect (a payment, link, refund, void, granted approval, a page); a
-denied one must be refused with a 4xx and leave nothing behind. The admin is a
-read-only surface: it shows payments and the audit log to exactly the roles
-§9 names, and offers no money action to anyone.
+have its effect (a payment, link, retry, refund, void, granted approval, a
+page); a denied one must be refused with a 4xx and leave nothing behind. The
+admin is a read-only surface: it shows payments and the audit log to exactly
+the roles §9 names, and offers no money action to anyone. The staff API is
+walked endpoint by endpoint with each credential it accepts (a portal session,
+a tablet token).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 from decimal import Decimal
 
 import pytest
+from django.test import Client
 
 from audit.actors import Actor
-from payments import services
+from payments import flows, services
+from payments.api.tokens import staff_api_token_issue
 from payments.models import (
     ApprovalRequest,
     Payment,
@@ -25,7 +29,7 @@ from payments.models import (
     TargetType,
 )
 from practices.roles import Role
-from tests.security.rbac_table import CASE_IDS, CASES, Action, staff_for
+from tests.security.rbac_table import CASES, Action, staff_for
 
 pytestmark = pytest.mark.django_db
 
@@ -42,6 +46,23 @@ def _cash(practice, site, patient, actor, amount="40.00") -> Payment:
         method=PaymentMethod.CASH,
     )
     services.tender_record_received(payment_id=payment.id, actor=actor)
+    return payment
+
+
+def _failed_terminal_payment(practice, site, patient, terminal, actor) -> Payment:
+    payment = flows.terminal_payment_start(
+        actor=actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-RBAC",
+        amount="25.00",
+        terminal=terminal,
+    )
+    services.payment_fail(
+        payment_id=payment.id, actor=Actor.provider("dna"), code="declined", reason="Declined"
+    )
     return payment
 
 
@@ -71,14 +92,18 @@ class Portal:
         self.reception = Actor.staff(reception)
         self.manager = Actor.staff(manager)
 
-    def perform(self, action: Action) -> tuple[int, bool]:
-        return getattr(self, action.value)()
-
     def initiate_payment(self):
         response = _drawer(
             self.client, self.patient, self.site, method="terminal", terminal=str(self.terminal.id)
         )
         return response.status_code, Payment.objects.filter(method=PaymentMethod.TERMINAL).exists()
+
+    def retry_payment(self):
+        failed = _failed_terminal_payment(
+            self.practice, self.site, self.patient, self.terminal, self.reception
+        )
+        response = self.client.post(f"/payments/{failed.id}/retry/")
+        return response.status_code, Payment.objects.filter(retry_of=failed).exists()
 
     def issue_pay_by_link(self):
         response = _drawer(self.client, self.patient, self.site, method="pay_by_link")
@@ -144,11 +169,24 @@ def portal(request, client, practice, site, terminal, patient, reception, refund
     return Portal(request, client, practice, site, terminal, patient, reception, refund_manager)
 
 
-@pytest.mark.parametrize(("action", "role", "allowed"), CASES, ids=CASE_IDS)
-def test_portal_surface(action, role, allowed, portal, client, practice):
+# The portal pages that perform each action (by default the Portal method named after it).
+PORTAL_PAGES: dict[Action, tuple[str, ...]] = {
+    Action.INITIATE_PAYMENT: ("initiate_payment", "retry_payment")
+}
+PORTAL_CASES = [
+    pytest.param(
+        action, role, allowed, page, id=f"{page}-{role.value}-{'allowed' if allowed else 'denied'}"
+    )
+    for action, role, allowed in CASES
+    for page in PORTAL_PAGES.get(action, (action.value,))
+]
+
+
+@pytest.mark.parametrize(("action", "role", "allowed", "page"), PORTAL_CASES)
+def test_portal_surface(action, role, allowed, page, portal, client, practice):
     client.force_login(staff_for(role, practice))
 
-    status, took_effect = portal.perform(action)
+    status, took_effect = getattr(portal, page)()
 
     assert took_effect is allowed, (action, role, status)
     if allowed:
@@ -214,11 +252,15 @@ def test_admin_offers_no_money_action_to_any_role(
     assert not Refund.objects.exists()
 
 
-# --- The REST API (tablet endpoints, payments/api): the actions it offers ---------------
+# --- The REST API (tablet endpoints, payments/api): every endpoint, both credentials ---------
 
 
 class Api:
-    """Performs the §9 actions the staff API offers (collect, link, read) with a portal session."""
+    """Performs the §9 actions the staff API offers, one method per endpoint.
+
+    `client` carries the credential under test: a portal session or a tablet
+    token (`Authorization: Bearer pst_...`).
+    """
 
     def __init__(self, client, practice, site, terminal, patient, reception):
         self.client = client
@@ -237,40 +279,91 @@ class Api:
             "amount": "60.00",
             **extra,
         }
-        return self.client.post(
-            "/api/v1/staff/collections/", body, content_type="application/json"
-        ).status_code
+        return self.client.post("/api/v1/staff/collections/", body, content_type="application/json")
 
-    def initiate_payment(self):
-        status = self._collect(method="terminal", terminal_id=str(self.terminal.id))
-        return status, Payment.objects.filter(method=PaymentMethod.TERMINAL).exists()
+    def collect_on_terminal(self):
+        response = self._collect(method="terminal", terminal_id=str(self.terminal.id))
+        return response, Payment.objects.filter(method=PaymentMethod.TERMINAL).exists()
 
-    def issue_pay_by_link(self):
-        status = self._collect(method="pay_by_link", channel="app")
-        return status, PaymentLink.objects.exists()
+    def retry_terminal_payment(self):
+        failed = _failed_terminal_payment(
+            self.practice, self.site, self.patient, self.terminal, self.reception
+        )
+        response = self.client.post(
+            f"/api/v1/staff/payments/{failed.id}/retry/", content_type="application/json"
+        )
+        return response, Payment.objects.filter(retry_of=failed).exists()
 
-    def view_payments(self):
+    def collect_by_link(self):
+        response = self._collect(method="pay_by_link", channel="app")
+        return response, PaymentLink.objects.exists()
+
+    def read_payment(self):
         paid = _cash(self.practice, self.site, self.patient, self.reception)
         response = self.client.get(f"/api/v1/staff/payments/{paid.id}/")
-        shown = response.status_code == 200 and response.json()["id"] == str(paid.id)
-        return response.status_code, shown
+        return response, response.status_code == 200 and response.json()["id"] == str(paid.id)
+
+    def list_terminals(self):
+        response = self.client.get("/api/v1/staff/terminals/")
+        listed = response.json().get("terminals", []) if response.status_code == 200 else []
+        return response, [t["id"] for t in listed] == [str(self.terminal.id)]
 
 
-API_ACTIONS = {Action.INITIATE_PAYMENT, Action.ISSUE_PAY_BY_LINK, Action.VIEW_PAYMENTS}
-API_CASES = [case for case in CASES if case[0] in API_ACTIONS]
+# Which §9 action each endpoint performs. The terminal list is practice set-up that the
+# portal shows everyone who may see payments (the drawer's terminal picker, each
+# payment's detail), so it is "view payment history"; sending to a terminal is not.
+API_ENDPOINTS: dict[Action, tuple[str, ...]] = {
+    Action.INITIATE_PAYMENT: ("collect_on_terminal", "retry_terminal_payment"),
+    Action.ISSUE_PAY_BY_LINK: ("collect_by_link",),
+    Action.VIEW_PAYMENTS: ("read_payment", "list_terminals"),
+}
+API_CREDENTIALS = ("session", "token")
+API_CASES = [
+    pytest.param(
+        action,
+        role,
+        allowed,
+        endpoint,
+        credential,
+        id=f"{endpoint}-{role.value}-{credential}-{'allowed' if allowed else 'denied'}",
+    )
+    for action, role, allowed in CASES
+    for endpoint in API_ENDPOINTS.get(action, ())
+    for credential in API_CREDENTIALS
+]
 
 
-@pytest.mark.parametrize(
-    ("action", "role", "allowed"),
-    API_CASES,
-    ids=[f"{a.value}-{r.value}-{'allowed' if ok else 'denied'}" for a, r, ok in API_CASES],
-)
-def test_api_surface(action, role, allowed, client, practice, site, terminal, patient, reception):
-    client.force_login(staff_for(role, practice))
-    api = Api(client, practice, site, terminal, patient, reception)
+def _signed_in(client, user, credential: str) -> Client:
+    """A client holding `user`'s portal session, or a fresh one holding only a tablet token."""
+    if credential == "session":
+        client.force_login(user)
+        return client
+    token = staff_api_token_issue(user=user, label="rbac").token
+    return Client(headers={"Authorization": f"Bearer {token}"})
 
-    status, took_effect = getattr(api, action.value)()
 
-    assert took_effect is allowed, (action, role, status)
-    assert (200 <= status < 300) is allowed
-    assert allowed or 400 <= status < 500
+@pytest.mark.parametrize(("action", "role", "allowed", "endpoint", "credential"), API_CASES)
+def test_api_surface(
+    action,
+    role,
+    allowed,
+    endpoint,
+    credential,
+    client,
+    practice,
+    site,
+    terminal,
+    patient,
+    reception,
+):
+    user = staff_for(role, practice)
+    api = Api(_signed_in(client, user, credential), practice, site, terminal, patient, reception)
+
+    response, took_effect = getattr(api, endpoint)()
+
+    assert took_effect is allowed, (action, role, credential, response.status_code)
+    if allowed:
+        assert 200 <= response.status_code < 300
+    else:  # refused for the permission, not for a bad credential or request
+        assert response.status_code == 403
+        assert response.json()["code"] == "permission_denied"
