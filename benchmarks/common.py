@@ -267,14 +267,15 @@ def gunicorn(
     probe: str = "/healthz",
     pythonpath: str | None = None,
     log_path: str | None = None,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """Serve `app` with gunicorn sync workers on a free loopback port; yields the base URL.
+    """Serve `app` with gunicorn sync workers on loopback (a free port unless given); yields the base URL.
 
     Its output goes to `log_path` (default: a temporary file, shown if it fails to start).
     """
     import httpx
 
-    port = free_port()
+    port = port or free_port()
     argv = [
         sys.executable,
         *("-m", "gunicorn", app, "--bind", f"127.0.0.1:{port}", "--workers", str(workers)),
