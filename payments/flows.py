@@ -505,7 +505,11 @@ def pay_by_link_retry(*, payment_id, actor: Actor) -> LinkRetry:
         payment,
         actor,
         channel=link.channel if link is not None else PaymentLink.Channel.APP,
-        ttl=_link_ttl(payment.practice, None),
+        ttl=(
+            link_ttl_hours_for_due(payment.practice, payment.due_at)
+            if payment.due_at is not None
+            else _link_ttl(payment.practice, None)
+        ),
         replaces=link,
     )
     return LinkRetry(payment=issued.link.payment, link=issued.link, new_link=True)

@@ -569,7 +569,7 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
             raise PaymentError(
                 "Another tender has already replaced this one.", code="already_retried"
             )
-    return payment_create(
+    retry = payment_create(
         actor=actor,
         practice=failed.practice,
         site=failed.site,
@@ -588,6 +588,25 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
         ),
         split=failed.split,
         retry_of=failed,
+    )
+    if failed.due_at is not None:
+        _carry_due_date(retry, failed, actor)
+    return retry
+
+
+def _carry_due_date(retry: Payment, failed: Payment, actor: Actor) -> None:
+    """A retry is owed when the failed attempt was: overdue reminders follow the new attempt."""
+    retry.due_at = failed.due_at
+    retry.save(update_fields=["due_at", "updated_at"])
+    payment_audit_record(
+        retry,
+        actor,
+        EventType.PAYMENT_DUE_DATE_SET,
+        payload={
+            "due_at": retry.due_at.isoformat(),
+            "previous_due_at": None,
+            "carried_from_payment_id": str(failed.id),
+        },
     )
 
 

@@ -98,14 +98,53 @@ def browser_context():
             shutil.rmtree(profile, ignore_errors=True)
 
 
+SETTLE_SECONDS = 5.0
+
+
 @pytest.fixture
-def page(browser_context):
-    """A fresh tab with no session; closed (and cookies cleared) after the test."""
+def page(browser_context, request):
+    """A fresh tab with no session; closed (and cookies cleared) after the test.
+
+    Before the test database is flushed the tab is left quiet: it navigates away (so the
+    page's last words, such as the virtual terminal's abandon beacon, are sent now rather
+    than while the tables are being truncated), every request it made is waited for, and
+    then the live server's database sessions are waited for. A request still inside a
+    transaction while TRUNCATE runs deadlocks the flush.
+    """
     browser_context.clear_cookies()
     tab = browser_context.new_page()
+    in_flight: set = set()
+    tab.on("request", in_flight.add)
+    tab.on("requestfinished", in_flight.discard)
+    tab.on("requestfailed", in_flight.discard)
     yield tab
-    tab.close()
-    browser_context.clear_cookies()
+    try:
+        tab.goto("about:blank")
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while in_flight and time.monotonic() < deadline:
+            tab.wait_for_timeout(20)
+    finally:
+        tab.close()
+        browser_context.clear_cookies()
+    if "live_server" in request.fixturenames:
+        wait_for_quiet_database()
+
+
+def wait_for_quiet_database(timeout: float = SETTLE_SECONDS) -> None:
+    """Wait until no other session on the test database is running or holding a transaction."""
+    from django.db import connection
+
+    deadline = time.monotonic() + timeout
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state IS NOT NULL AND state <> 'idle'"
+            )
+            if cursor.fetchone()[0] == 0:
+                return
+            time.sleep(0.02)
+    log.warning("database_not_quiet_before_flush", seconds=timeout)
 
 
 @dataclass

@@ -190,3 +190,39 @@ def test_an_online_checkout_is_not_retried_by_staff(
     assert response.redirect_chain[-1][0] == f"/payments/{failed.id}/"
     assert "they pay again from the app" in response.content.decode()
     assert Payment.objects.count() == 1
+
+
+def test_a_retry_is_due_when_the_failed_attempt_was(
+    live, client, settings, reception, reception_actor, practice, site, patient
+):
+    due_at = (timezone.now() + timedelta(days=2)).replace(microsecond=0)
+    flows.pay_by_link_issue(
+        actor=reception_actor,
+        practice=practice,
+        site=site,
+        patient=patient,
+        target_type=TargetType.INVOICE,
+        target_id="INV-DUE",
+        amount="45.00",
+        channel="email",
+        due_at=due_at,
+    )
+    PaymentLink.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
+    settings.DNA_CHECKOUT_ABANDON_SECONDS = 0
+    janitor.run()
+    failed = Payment.objects.get()
+    assert failed.state == S.FAILED and failed.due_at == due_at
+    client.force_login(reception)
+
+    client.post(f"/payments/{failed.id}/retry/")
+
+    retry = Payment.objects.get(retry_of=failed)
+    assert retry.due_at == due_at  # still owed from the same day: reminders follow it
+    carried = AuditEvent.objects.get(
+        payment_id=retry.id, event_type=EventType.PAYMENT_DUE_DATE_SET
+    )
+    assert carried.payload["carried_from_payment_id"] == str(failed.id)
+    assert carried.actor_id == reception_actor.id
+    fresh = PaymentLink.objects.get(payment=retry)
+    last_reminder = due_at + timedelta(days=practice.reminder_days()[-1])
+    assert fresh.expires_at >= last_reminder  # the reminders never point at a dead link
