@@ -21,6 +21,7 @@ Contracts: /work/shared/PROVIDERS.md and the simulator's docstring
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 import threading
@@ -128,6 +129,22 @@ class DnaSettings:
             retries=getattr(settings, "DNA_HTTP_RETRIES", 2),
             checkout_mode=getattr(settings, "DNA_CHECKOUT_MODE", "script"),
             moto_payment_data=getattr(settings, "DNA_MOTO_PAYMENT_DATA", {}),
+        )
+
+    @classmethod
+    def for_lookups(cls) -> DnaSettings:
+        """For look-ups made while holding up other work (the janitor, a webhook being handled).
+
+        Each call bounded by DNA_LOOKUP_TIMEOUT_SECONDS and never retried: the caller asks
+        again later (the janitor's next pass, the webhook's own retry with backoff).
+        """
+        configured = cls.from_django()
+        bound = settings.DNA_LOOKUP_TIMEOUT_SECONDS
+        return dataclasses.replace(
+            configured,
+            read_timeout=min(configured.read_timeout, bound),
+            connect_timeout=min(configured.connect_timeout, bound),
+            retries=0,
         )
 
 

@@ -16,7 +16,14 @@ import uuid
 
 import structlog
 
-from integrations.dna.client import DnaClient, DnaError, terminal_transaction, text, to_amount
+from integrations.dna.client import (
+    DnaClient,
+    DnaError,
+    DnaSettings,
+    terminal_transaction,
+    text,
+    to_amount,
+)
 from integrations.dna.outcomes import Applied, apply_terminal, authorise, capture, fail
 from integrations.dna.selectors import owner_from_dna, owner_of_terminal_id
 from integrations.dna.types import PaymentCallback
@@ -115,7 +122,7 @@ def handle_terminal_result(event: WebhookEvent) -> HandlerResult:
 def _owner_from_dna(invoice_id: str):
     """The practice whose DNA terminal took this unknown invoice; DNA unreachable → retry later."""
     try:
-        with DnaClient() as dna:
+        with DnaClient(config=DnaSettings.for_lookups()) as dna:
             practice, _site = owner_from_dna(invoice_id, dna)
     except DnaError as error:
         raise RetryableWebhookError(f"DNA look-up of {invoice_id!r} failed: {error}") from error

@@ -28,14 +28,13 @@ full cap away when it waits by design (authorised awaiting capture, a link
 still active), and never past the moment something is due (a checkout's
 abandonment, a link's expiry). So payments that legitimately wait cannot fill
 the batch and starve a newer stuck one. Each look-up has its own time bound
-(DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS, no retries: the next pass asks again); a
+(DNA_LOOKUP_TIMEOUT_SECONDS, no retries: the next pass asks again); a
 look-up that fails changes nothing but the payment's next check, and the pass
 stops taking payments when the budget could not cover another look-up.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import time
 from dataclasses import dataclass, field
@@ -86,19 +85,6 @@ class JanitorStats:
         }
 
 
-def lookup_settings() -> DnaSettings:
-    """The client settings for the janitor's look-ups: each call bounded, no retries."""
-    configured = DnaSettings.from_django()
-    return dataclasses.replace(
-        configured,
-        read_timeout=min(configured.read_timeout, settings.DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS),
-        connect_timeout=min(
-            configured.connect_timeout, settings.DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS
-        ),
-        retries=0,
-    )
-
-
 def candidates(now: datetime) -> list[Payment]:
     """The payments to ask about in this pass: due ones, never-checked first."""
     stale = now - timedelta(seconds=settings.DNA_JANITOR_STALE_SECONDS)
@@ -120,7 +106,7 @@ def run(*, now=None, client: DnaClient | None = None) -> JanitorStats:
     stats = JanitorStats()
     own_client = client is None
     dna = client or DnaClient()
-    lookups = client or DnaClient(config=lookup_settings())
+    lookups = client or DnaClient(config=DnaSettings.for_lookups())
     # A token request and the look-up itself: what one payment may take at worst.
     per_payment = 2 * (lookups.config.connect_timeout + lookups.config.read_timeout)
     try:

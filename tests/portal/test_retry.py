@@ -218,9 +218,7 @@ def test_a_retry_is_due_when_the_failed_attempt_was(
 
     retry = Payment.objects.get(retry_of=failed)
     assert retry.due_at == due_at  # still owed from the same day: reminders follow it
-    carried = AuditEvent.objects.get(
-        payment_id=retry.id, event_type=EventType.PAYMENT_DUE_DATE_SET
-    )
+    carried = AuditEvent.objects.get(payment_id=retry.id, event_type=EventType.PAYMENT_DUE_DATE_SET)
     assert carried.payload["carried_from_payment_id"] == str(failed.id)
     assert carried.actor_id == reception_actor.id
     fresh = PaymentLink.objects.get(payment=retry)

@@ -98,7 +98,7 @@ def test_an_authorised_payment_awaiting_capture_is_asked_about_now_and_then(
 def test_one_slow_dna_answer_does_not_hold_up_the_pass(
     dna, http, settings, practice, site, patient
 ):
-    settings.DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS = 0.5
+    settings.DNA_LOOKUP_TIMEOUT_SECONDS = 0.5
     slow = _paid_but_unheard_of(http, practice, site, patient, target="INV-SLOW")
     fine = _paid_but_unheard_of(http, practice, site, patient, amount="25.00", target="INV-OK")
     dna.fault(f"/v2/transactions/{slow.id}", "timeout", seconds=5, method="GET")
@@ -120,7 +120,7 @@ def test_one_slow_dna_answer_does_not_hold_up_the_pass(
 def test_a_pass_takes_no_payment_it_could_not_finish_within_its_budget(
     dna, http, settings, practice, site, patient
 ):
-    settings.DNA_JANITOR_LOOKUP_TIMEOUT_SECONDS = 0.5
+    settings.DNA_LOOKUP_TIMEOUT_SECONDS = 0.5
     settings.DNA_JANITOR_TIME_BUDGET_SECONDS = 1.0  # less than one look-up may take
     payment = _paid_but_unheard_of(http, practice, site, patient)
 
