@@ -26,11 +26,13 @@ Task Manager task for its practice, until a finance admin reprocesses it
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.db.models import F, Q
@@ -163,6 +165,10 @@ def webhook_event_process(pk: int, *, now: datetime | None = None) -> str:
         except RetryableWebhookError as exc:
             _record_failure(event, str(exc), now=now, retryable=True)
             return event.status
+        except SoftTimeLimitExceeded:
+            # The worker is out of time, not this event at fault: roll back and leave it
+            # due (its attempt uncounted) for the next sweep.
+            raise
         except Exception as exc:  # any fault: recorded on this event, the others go on
             log.exception(
                 "webhook_processing_error",
@@ -288,9 +294,21 @@ def webhook_events_due(*, now: datetime | None = None) -> list[int]:
 
 
 def webhook_events_sweep(*, now: datetime | None = None) -> int:
-    """Process every due event; one that cannot be processed is recorded and the rest go on."""
+    """Process due events; one that cannot be processed is recorded and the rest go on.
+
+    Stops taking events once WEBHOOK_SWEEP_TIME_BUDGET_SECONDS (kept below the task's
+    soft time limit) has passed, so a slow backlog ends the run cleanly rather than
+    being killed mid-event; the next beat sweep goes on where this one stopped.
+    Returns how many events it processed.
+    """
     due = webhook_events_due(now=now)
+    deadline = time.monotonic() + settings.WEBHOOK_SWEEP_TIME_BUDGET_SECONDS
+    processed = 0
     for pk in due:
+        if time.monotonic() >= deadline:
+            log.warning("webhook_sweep_out_of_time", processed=processed, left=len(due) - processed)
+            break
+        processed += 1
         try:
             webhook_event_process(pk, now=now)
         except DatabaseError as exc:  # even recording the failure failed in its transaction
@@ -302,7 +320,7 @@ def webhook_events_sweep(*, now: datetime | None = None) -> int:
             )
             if not _record_crash(pk, f"{type(exc).__name__}: {exc}", now=now or timezone.now()):
                 break  # the database itself is unavailable: the next sweep starts again
-    return len(due)
+    return processed
 
 
 def _record_crash(pk: int, error: str, *, now: datetime) -> bool:

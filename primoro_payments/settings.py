@@ -220,6 +220,8 @@ WEBHOOK_BACKOFF_BASE_SECONDS = env.float("WEBHOOK_BACKOFF_BASE_SECONDS", default
 WEBHOOK_BACKOFF_CAP_SECONDS = env.float("WEBHOOK_BACKOFF_CAP_SECONDS", default=6 * 3600.0)
 WEBHOOK_RETRY_WINDOW_SECONDS = env.int("WEBHOOK_RETRY_WINDOW_SECONDS", default=3 * 24 * 3600)
 WEBHOOK_MAX_ERROR_ATTEMPTS = env.int("WEBHOOK_MAX_ERROR_ATTEMPTS", default=5)
+# One beat sweep stops taking events after this long (below CELERY_TASK_SOFT_TIME_LIMIT).
+WEBHOOK_SWEEP_TIME_BUDGET_SECONDS = env.float("WEBHOOK_SWEEP_TIME_BUDGET_SECONDS", default=60.0)
 
 # --- Payment providers (integrations/dna, subscriptions/) --------------------
 # Base URLs default to the local simulators (`python -m integrations.simulators`)

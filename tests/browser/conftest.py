@@ -114,9 +114,16 @@ def page(browser_context, request):
     browser_context.clear_cookies()
     tab = browser_context.new_page()
     in_flight: set = set()
-    tab.on("request", in_flight.add)
-    tab.on("requestfinished", in_flight.discard)
-    tab.on("requestfailed", in_flight.discard)
+
+    def sent(request):
+        in_flight.add(request)
+
+    def done(request):
+        in_flight.discard(request)
+
+    tab.on("request", sent)
+    tab.on("requestfinished", done)
+    tab.on("requestfailed", done)
     yield tab
     try:
         tab.goto("about:blank")

@@ -6,9 +6,11 @@ Failures are retried with backoff and finally parked (with a Task Manager task).
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
+from celery.exceptions import SoftTimeLimitExceeded
 from django.db import connection
 
 from integrations.models import Destination, OutboxMessage, WebhookEvent
@@ -30,6 +32,10 @@ Status = WebhookEvent.Status
 def _handler(event: WebhookEvent) -> HandlerResult:
     """A provider handler through the pipeline's own extension point (no patching)."""
     CALLS.append(event.pk)
+    if event.body.get("slow"):
+        time.sleep(event.body["slow"])
+    if event.body.get("out_of_time"):
+        raise SoftTimeLimitExceeded()
     if event.body.get("retry"):
         raise RetryableWebhookError("provider look-up failed")
     if event.body.get("broken"):
@@ -169,6 +175,37 @@ def test_the_sweep_goes_past_a_broken_event(db):
     assert (broken.status, broken.attempts) == (Status.FAILED, 1)
     assert fine.status == Status.PROCESSED
     assert webhook_events_sweep() == 0  # the broken one waits for its next attempt
+
+
+def test_a_sweep_stops_taking_events_when_its_time_is_up(db, settings):
+    settings.WEBHOOK_SWEEP_TIME_BUDGET_SECONDS = 0.2
+    slow = [
+        webhook_event_store(provider="pipeline-test", event_id=f"ev-s{n}", body={"slow": 0.3})[0]
+        for n in range(3)
+    ]
+
+    assert webhook_events_sweep() == 1  # the first one took longer than the whole budget
+
+    statuses = sorted(
+        WebhookEvent.objects.filter(pk__in=[e.pk for e in slow]).values_list("status", flat=True)
+    )
+    assert statuses == [Status.PROCESSED, Status.RECEIVED, Status.RECEIVED]
+    settings.WEBHOOK_SWEEP_TIME_BUDGET_SECONDS = 60.0
+    assert webhook_events_sweep() == 2  # the next sweep goes on where it stopped
+    assert set(WebhookEvent.objects.values_list("status", flat=True)) == {Status.PROCESSED}
+
+
+def test_a_worker_out_of_time_leaves_the_event_due_with_no_attempt_counted(db):
+    event, _ = webhook_event_store(
+        provider="pipeline-test", event_id="ev-t", body={"out_of_time": True}
+    )
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        webhook_event_process(event.pk)
+
+    event.refresh_from_db()
+    assert (event.status, event.attempts, event.last_error) == (Status.RECEIVED, 0, "")
+    assert event.pk in webhook_events_due()
 
 
 @pytest.mark.django_db(transaction=True)
