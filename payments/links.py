@@ -75,10 +75,33 @@ def link_for_token(token: str) -> PaymentLink | None:
 
 
 def _lock_link_and_payment(token: str) -> tuple[PaymentLink, Payment]:
-    """Payment first, then link: the order a capture takes them in."""
+    """The patient's link by its token, locked with its payment."""
     found = link_for_token(token)
     if found is None:
         raise NotFound("No such payment link.")
+    return _lock_found(found)
+
+
+def _lock_for_staff(link_id, actor: Actor) -> tuple[PaymentLink, Payment]:
+    """A link the practice manages (cancel, resend), locked with its payment.
+
+    Staff need ISSUE_PAY_BY_LINK where the link was issued; the system may act too;
+    nobody else (a patient asks the practice instead).
+    """
+    found = PaymentLink.objects.filter(pk=link_id).first()
+    if found is None:
+        raise NotFound("No such payment link.")
+    if actor.kind == "staff":
+        access.require(
+            actor.user, Perm.ISSUE_PAY_BY_LINK, practice_id=found.practice_id, site_id=found.site_id
+        )
+    elif actor.kind != "system":
+        raise PaymentError("This actor cannot manage payment links.", code="permission_denied")
+    return _lock_found(found)
+
+
+def _lock_found(found: PaymentLink) -> tuple[PaymentLink, Payment]:
+    """Payment first, then link: the order a capture takes them in."""
     payment = lock_payment(found.payment_id)
     link = PaymentLink.objects.select_for_update().select_related("practice").get(pk=found.pk)
     if link.payment_id != payment.id:  # re-pointed to a retry meanwhile: take the new one
@@ -177,15 +200,7 @@ def payment_link_expire(*, link_id, actor: Actor) -> PaymentLink:
 @transaction.atomic
 def payment_link_cancel(*, link_id, actor: Actor) -> PaymentLink:
     """Staff withdraw a link before it is paid; its payment is voided (no money has moved)."""
-    found = PaymentLink.objects.filter(pk=link_id).first()
-    if found is None:
-        raise NotFound("No such payment link.")
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_PAY_BY_LINK, practice_id=found.practice_id, site_id=found.site_id
-        )
-    payment = lock_payment(found.payment_id)
-    link = PaymentLink.objects.select_for_update().get(pk=link_id)
+    link, payment = _lock_for_staff(link_id, actor)
     if link.status == L.CANCELLED:
         return link
     if link.status == L.USED or payment.state in PAID_STATES:
@@ -216,15 +231,7 @@ def payment_link_resend(*, link_id, actor: Actor) -> PaymentLink:
     to deliver it on the link's channel. A used, cancelled or paid link cannot
     be resent.
     """
-    found = PaymentLink.objects.filter(pk=link_id).first()
-    if found is None:
-        raise NotFound("No such payment link.")
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_PAY_BY_LINK, practice_id=found.practice_id, site_id=found.site_id
-        )
-    payment = lock_payment(found.payment_id)
-    link = PaymentLink.objects.select_for_update().select_related("practice").get(pk=link_id)
+    link, payment = _lock_for_staff(link_id, actor)
     if link.status in (L.USED, L.CANCELLED) or payment.state in PAID_STATES:
         raise PaymentError(
             f"This link is {link.status if link.status != L.ACTIVE else 'paid'}: "

@@ -16,7 +16,7 @@ from integrations.models import Destination, OutboxMessage
 from payments import flows, receipts, services
 from payments.disputes import payment_flag_dispute
 from payments.errors import PaymentError
-from payments.links import payment_link_resend
+from payments.links import payment_link_cancel, payment_link_resend
 from payments.models import PaymentLink, PaymentMethod, PaymentState, TargetType
 from payments.services import RewardsCredit
 from practices.roles import Role
@@ -246,6 +246,18 @@ def test_link_actions_need_the_pay_by_link_permission(client, practice, issued):
     assert client.post(f"/payments/{payment_id}/link/resend/").status_code == 403
     assert client.post(f"/payments/{payment_id}/link/cancel/").status_code == 403
     assert PaymentLink.objects.get().status == PaymentLink.Status.ACTIVE
+    assert OutboxMessage.objects.filter(event_type="payment_link.deliver").count() == 1
+
+
+def test_only_staff_and_the_system_manage_a_link(issued, patient, provider_actor):
+    link = issued.link
+    for outsider in (Actor.for_patient(patient), provider_actor):
+        for action in (payment_link_resend, payment_link_cancel):
+            with pytest.raises(PaymentError) as refused:
+                action(link_id=link.id, actor=outsider)
+            assert refused.value.code == "permission_denied"
+    link.refresh_from_db()
+    assert link.status == PaymentLink.Status.ACTIVE and link.payment.state != S.VOIDED
     assert OutboxMessage.objects.filter(event_type="payment_link.deliver").count() == 1
 
 
