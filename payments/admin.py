@@ -60,6 +60,7 @@ class RefundAdmin(GovernedReadOnlyAdmin):
         "requested_by_label",
     )
     list_filter = ("status", "reason_code")
+    list_select_related = ("practice", "site", "payment")
     search_fields = ("=id", "=payment__id")
     readonly_fields = [f.name for f in Refund._meta.fields]
 
@@ -77,6 +78,7 @@ class ApprovalRequestAdmin(GovernedReadOnlyAdmin):
         "decided_by",
     )
     list_filter = ("status",)
+    list_select_related = ("practice", "site", "requested_by", "decided_by")
     readonly_fields = [f.name for f in ApprovalRequest._meta.fields]
 
 
@@ -92,4 +94,5 @@ class SplitPaymentAdmin(GovernedReadOnlyAdmin):
         "target_id",
     )
     list_filter = ("status",)
+    list_select_related = ("practice", "site")
     readonly_fields = [f.name for f in SplitPayment._meta.fields]

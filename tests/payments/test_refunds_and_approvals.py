@@ -455,3 +455,23 @@ def test_a_settled_payment_can_still_be_refunded_and_is_reconciled_again(
         payment_id=paid.id, actor=provider_actor, batch_reference="B-2"
     )
     assert again.changed and again.payment.state == S.RECONCILED
+
+
+def test_the_refund_admin_list_costs_the_same_queries_for_more_refunds(
+    client, practice, site, other_site, patient, reception_actor, manager_actor
+):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(make_staff(Role.REFUND_MANAGER, practice=practice, is_staff=True))
+    url = reverse("admin:payments_refund_changelist")
+    _cash_refund(site, patient, reception_actor, manager_actor, target_id="INV-Q1")
+    with CaptureQueriesContext(connection) as one:
+        assert client.get(url).status_code == 200
+    for n, where in enumerate([site, other_site, other_site]):
+        _cash_refund(where, patient, reception_actor, manager_actor, target_id=f"INV-Q{n + 2}")
+    with CaptureQueriesContext(connection) as four:
+        response = client.get(url)
+
+    assert len(response.context["cl"].result_list) == 4
+    assert len(four) == len(one)  # practice, site and payment come with each row
