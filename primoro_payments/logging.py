@@ -27,11 +27,24 @@ def redact_card_data(_logger, _method, event_dict):
     return {key: redact_value(value) for key, value in event_dict.items()}
 
 
+REDACTED_TOKEN = "[REDACTED-TOKEN]"
+# A pay-by-link URL's token is the patient's key to pay: it must not sit in logs
+# (access lines, "Not Found: /pay/..." warnings, a Referer) where a reader could use it.
+_LINK_TOKEN = re.compile(r"(/pay/)[A-Za-z0-9_-]{8,}")
+
+
+def redact_link_tokens(text: str) -> str:
+    """`text` with every pay-by-link token in a /pay/<token> path replaced."""
+    if "/pay/" not in text:
+        return text
+    return _LINK_TOKEN.sub(rf"\g<1>{REDACTED_TOKEN}", text)
+
+
 class _RedactingFormatter(structlog.stdlib.ProcessorFormatter):
-    """Redacts the final rendered line too (tracebacks, exception messages)."""
+    """Redacts the final rendered line too (tracebacks, exception messages, link tokens)."""
 
     def format(self, record):
-        return redact_card_numbers(super().format(record))
+        return redact_link_tokens(redact_card_numbers(super().format(record)))
 
 
 def _shared_processors() -> list:

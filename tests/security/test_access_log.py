@@ -12,8 +12,10 @@ import json
 import tempfile
 
 import httpx
+import pytest
 from django.conf import settings
 
+from primoro_payments.logging import REDACTED_TOKEN
 from primoro_payments.pan import REDACTED, iter_card_numbers
 from tests.faults.processes import app_env, gunicorn, wait_until
 
@@ -52,3 +54,23 @@ def test_the_access_log_line_of_a_refused_card_number_holds_no_card_number():
     assert f'"{base}/pay/?card={REDACTED}" "ua {REDACTED}"' in line["event"]
     assert list(iter_card_numbers(output)) == []
     assert "card_number_refused" in output  # the app's own lines are in the same output
+
+
+@pytest.mark.django_db(transaction=True)  # the page looks the token up in the test database
+def test_no_pay_by_link_token_reaches_the_log():
+    token = "tok_" + "Ab9-_x" * 7
+    env = app_env(redis_url=settings.REDIS_URL, LOG_LEVEL="INFO", LOG_FORMAT="json")
+    with tempfile.TemporaryFile() as log, gunicorn(env, workers=1, log=log) as base:
+        page = httpx.get(f"{base}/pay/{token}/", headers={"Referer": f"{base}/pay/{token}/"})
+
+        def seen() -> str:
+            log.seek(0)
+            output = log.read().decode()
+            return output if f"/pay/{REDACTED_TOKEN}/" in output else ""
+
+        output = wait_until(seen, timeout=10)
+
+    assert page.status_code == 404, output[-3000:]  # no such link; the log hides the token
+    assert token not in output
+    access = [line for line in output.splitlines() if '"gunicorn.access"' in line]
+    assert access and f"GET /pay/{REDACTED_TOKEN}/ HTTP/1.1" in access[-1]
