@@ -129,6 +129,47 @@ def _advice() -> list[Warning]:
     return found
 
 
+# What a phone payment's own facts fill in; DNA_MOTO_PAYMENT_DATA may add to them only.
+PAYMENT_OWNED_FIELDS = frozenset(
+    {"invoiceId", "amount", "currency", "description", "merchantCustomData", "auth"}
+)
+PAYMENT_OWNED_SETTINGS = frozenset(
+    {"returnUrl", "failureReturnUrl", "callbackUrl", "failureCallbackUrl"}
+)
+
+
+def moto_payment_data_problems(value) -> list[str]:
+    """Why DNA_MOTO_PAYMENT_DATA cannot be merged into a phone payment's paymentData."""
+    if not isinstance(value, dict):
+        return ["DNA_MOTO_PAYMENT_DATA must be a JSON object."]
+    problems = [
+        f"DNA_MOTO_PAYMENT_DATA may not set {name}: the payment sets it."
+        for name in sorted(PAYMENT_OWNED_FIELDS & value.keys())
+    ]
+    extra = value.get("paymentSettings", {})
+    if not isinstance(extra, dict):
+        problems.append("DNA_MOTO_PAYMENT_DATA's paymentSettings must be a JSON object.")
+    else:
+        problems += [
+            f"DNA_MOTO_PAYMENT_DATA may not set paymentSettings.{name}: the payment sets it."
+            for name in sorted(PAYMENT_OWNED_SETTINGS & extra.keys())
+        ]
+    return problems
+
+
+@register()
+def provider_settings(app_configs=None, **kwargs):
+    """Provider settings that would break or misdirect payments, in every environment."""
+    return [
+        Error(
+            problem,
+            hint='e.g. DNA_MOTO_PAYMENT_DATA={"transactionType": "MOTO"}',
+            id="primoro.E005",
+        )
+        for problem in moto_payment_data_problems(getattr(settings, "DNA_MOTO_PAYMENT_DATA", {}))
+    ]
+
+
 @register(Tags.security)
 def production_settings(app_configs=None, **kwargs):
     """Hosts, HTTPS, secrets and encryption keys, in production only."""

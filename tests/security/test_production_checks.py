@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from primoro_payments.checks import REQUIRED_SECRETS, production_settings
+from primoro_payments.checks import REQUIRED_SECRETS, production_settings, provider_settings
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 STRONG = "k7Qm2vX9pL4rT8wZ1nB6cY3hJ5dF0gS_strong-enough-for-tests"
@@ -194,3 +194,33 @@ def test_the_check_also_sees_secrets_changed_after_start_up(production):
         ("primoro.E003", "GOCARDLESS_WEBHOOK_SECRET is missing, empty or a development value."),
         ("primoro.E003", "The outbound endpoint pms has a URL but no real signing secret."),
     ]
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (["MOTO"], "DNA_MOTO_PAYMENT_DATA must be a JSON object."),
+        ({"amount": 1}, "DNA_MOTO_PAYMENT_DATA may not set amount: the payment sets it."),
+        (
+            {"paymentSettings": {"terminalId": "moto-1", "callbackUrl": "https://elsewhere"}},
+            "DNA_MOTO_PAYMENT_DATA may not set paymentSettings.callbackUrl: the payment sets it.",
+        ),
+    ],
+    ids=["not-an-object", "overrides-amount", "redirects-callbacks"],
+)
+def test_moto_payment_data_that_would_change_the_payment_stops_every_environment(
+    settings, value, problem
+):
+    settings.DEBUG = True
+    settings.DNA_MOTO_PAYMENT_DATA = value
+
+    assert [(e.id, e.msg) for e in provider_settings()] == [("primoro.E005", problem)]
+
+
+def test_moto_payment_data_that_adds_to_the_payment_passes(settings):
+    settings.DNA_MOTO_PAYMENT_DATA = {
+        "transactionType": "MOTO",
+        "paymentSettings": {"terminalId": "moto-terminal"},
+    }
+
+    assert provider_settings() == []
