@@ -796,14 +796,15 @@ _NO_RETRY = {
 }
 
 
-def retry_available(payment: Payment) -> bool:
-    """Whether a failed payment can be retried (the portal offers the button only then)."""
-    return (
-        payment.state == S.FAILED
-        and payment.method not in _NO_RETRY
-        and not payment.is_procurement
-        and not payment.retries.exists()
-    )
+def retry_available(payment: Payment, *, retried: bool | None = None) -> bool:
+    """Whether a failed payment can be retried (the portal offers the button only then).
+
+    `retried`: whether it already has a retry, when the caller knows (a list annotates
+    it for every row); otherwise asked of the database.
+    """
+    if payment.state != S.FAILED or payment.method in _NO_RETRY or payment.is_procurement:
+        return False
+    return not (payment.retries.exists() if retried is None else retried)
 
 
 @dataclass(frozen=True)

@@ -45,6 +45,7 @@ urlpatterns = [
     path("patients/<uuid:patient_id>/split/", drawer.split_new, name="split_new"),
     path("splits/<uuid:split_id>/", drawer.split_detail, name="split"),
     path("splits/<uuid:split_id>/cancel/", amendments.split_cancel, name="split_cancel"),
+    path("splits/<uuid:split_id>/tenders/", drawer.split_tender_add, name="split_tender_add"),
     path("deposits/", deposits.deposits, name="deposits"),
     path("deposits/<uuid:deposit_id>/", deposits.deposit_detail, name="deposit"),
     path(

@@ -25,7 +25,7 @@ from payments import flows, selectors, services
 from payments.errors import PaymentError
 from payments.links import checkout_script_context
 from payments.models import OFFLINE_METHODS, Payment, PaymentMethod, PaymentState, SplitPayment
-from payments.portal.forms import DrawerForm, SplitForm
+from payments.portal.forms import DrawerForm, SplitForm, SplitTenderForm
 from payments.portal.views import _apply_error, _detail_context, portal_view
 from payments.services import TenderSpec
 from practices import access
@@ -331,14 +331,16 @@ def _split_context(split: SplitPayment) -> dict:
         .order_by("created_at")
     )
     for t in tenders:
-        t.can_retry = not t.has_retry and flows.retry_available(t)
+        t.can_retry = flows.retry_available(t, retried=t.has_retry)
     remaining = services.split_remaining(split)
+    uncovered = services.split_uncovered(split)
     shown = "|".join([split.status, str(remaining), *(f"{t.id}={t.state}" for t in tenders)])
     return {
         "split": split,
         "tenders": tenders,
         "remaining": remaining,
         "live": any(t.state in SPLIT_LIVE_STATES for t in tenders),
+        "uncovered": uncovered,
         # What the page shows, in short: the poll answers 204 while it is unchanged.
         "signature": hashlib.sha256(shown.encode()).hexdigest()[:16],
     }
@@ -350,15 +352,58 @@ def split_detail(request, split_id):
     split = _split_for(request, split_id)
     context = _split_context(split)
     part = request.GET.get("part")
-    if part == "table":
-        return render(request, "portal/_split_table.html", context)
     if part == "text":
         if request.GET.get("shown") == context["signature"]:
             return HttpResponse(status=204)
         response = render(request, "portal/_split_text.html", context)
         response["HX-Trigger"] = SPLIT_CHANGED_EVENT
         return response
+    context["tender_form"] = _tender_form(split, context)
+    if part == "table":
+        return render(request, "portal/_split_table.html", context)
     return render(request, "portal/split.html", context)
+
+
+def _tender_form(split: SplitPayment, context: dict, data=None) -> SplitTenderForm | None:
+    """The "Add a tender" form while part of an open split is covered by no live tender."""
+    if split.status != SplitPayment.Status.OPEN or context["uncovered"] <= 0:
+        return None
+    return SplitTenderForm(data, terminals=_terminals([split.site]), uncovered=context["uncovered"])
+
+
+@portal_view
+@require_POST
+def split_tender_add(request, split_id):
+    """Add a tender for what no live tender covers; errors are shown on the split page."""
+    split = _split_for(request, split_id)
+    context = _split_context(split)
+    form = _tender_form(split, context, request.POST)
+    if form is None:
+        messages.error(request, "Every part of this split payment already has a tender.")
+        return redirect("portal:split", split_id=split.id)
+    if form.is_valid():
+        data = form.cleaned_data
+        terminal = next(
+            (t for t in _terminals([split.site]) if str(t.id) == data["terminal"]), None
+        )
+        try:
+            tender = services.split_add_tender(
+                split_id=split.id,
+                actor=Actor.staff(request.user),
+                method=data["method"],
+                amount=data["amount"],
+                terminal=terminal if data["method"] == PaymentMethod.TERMINAL else None,
+            )
+        except PaymentError as error:
+            _apply_error(form, error)
+        else:
+            messages.success(
+                request,
+                f"{tender.get_method_display()} tender of £{tender.amount} added.",
+            )
+            return redirect("portal:split", split_id=split.id)
+    context["tender_form"] = form
+    return render(request, "portal/split.html", context, status=400)
 
 
 @portal_view

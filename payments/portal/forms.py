@@ -264,6 +264,36 @@ class DrawerForm(forms.Form):
         return data
 
 
+SPLIT_TENDER_METHODS = [("terminal", "Card on terminal"), ("cash", "Cash"), ("voucher", "Voucher")]
+
+
+class SplitTenderForm(forms.Form):
+    """One more tender on an open split, for what no live tender covers (e.g. after a void)."""
+
+    method = forms.ChoiceField(choices=SPLIT_TENDER_METHODS, label="Method")
+    amount = forms.DecimalField(
+        min_value=Decimal("0.01"), max_digits=12, decimal_places=2, label="Amount (£)"
+    )
+    terminal = forms.ChoiceField(required=False, label="Terminal (for a card)")
+
+    def __init__(self, *args, terminals, uncovered: Decimal, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.uncovered = uncovered
+        self.fields["terminal"].choices = _blank("—", [(str(t.id), t.label) for t in terminals])
+        self.fields["amount"].help_text = f"At most £{uncovered}."
+        if not self.is_bound:
+            self.initial.setdefault("amount", uncovered)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("method") == "terminal" and not data.get("terminal"):
+            self.add_error("terminal", "Choose the terminal for the card tender.")
+        amount = data.get("amount")
+        if amount is not None and amount > self.uncovered:
+            self.add_error("amount", f"At most £{self.uncovered} is not covered by another tender.")
+        return data
+
+
 class SplitForm(forms.Form):
     """Several tenders against one target; they must add up to the amount due."""
 
@@ -280,9 +310,7 @@ class SplitForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["site"].choices = [(str(s.id), s.name) for s in sites]
         terminal_choices = _blank("—", [(str(t.id), t.label) for t in terminals])
-        tender_methods = _blank(
-            "Not used", [("terminal", "Card on terminal"), ("cash", "Cash"), ("voucher", "Voucher")]
-        )
+        tender_methods = _blank("Not used", SPLIT_TENDER_METHODS)
         for row in range(1, self.TENDER_ROWS + 1):
             self.fields[f"method_{row}"] = forms.ChoiceField(
                 required=False, choices=tender_methods, label=f"Tender {row} method"

@@ -227,13 +227,13 @@ def payment_status(request, payment_id):
     stays put, and the live region only speaks when there is news.
     """
     payment = selectors.payment_get_for(request.user, payment_id)
-    context = _detail_context(request, payment)
     part = request.GET.get("part")
+    if part == "text" and request.GET.get("shown") == payment.state:
+        return HttpResponse(status=204)  # the poll's usual answer: before building anything
+    context = _detail_context(request, payment)
     if part == "detail":
         return render(request, "portal/_status_detail.html", context)
     if part == "text":
-        if request.GET.get("shown") == payment.state:
-            return HttpResponse(status=204)
         response = render(request, "portal/_status_text.html", context)
         response["HX-Trigger"] = STATUS_CHANGED_EVENT
         return response

@@ -254,6 +254,9 @@ def test_a_declined_split_tender_is_retried_by_keyboard(
     wait_for_text(page, "#split-live", "Card terminal on Reception 1: failed.")
     page.wait_for_selector(f"#tender-{card.id}-retry")
     assert "The card was declined" in page.inner_text("#split-table")
+    # What the failed card no longer covers can also be taken another way.
+    assert "£40.00 is not covered" in page.inner_text("#split-table")
+    assert page.is_visible("#split-add-tender")
     a11y.check(page, "split_tender_failed")
 
     tab_to(page, f"#tender-{card.id}-retry")

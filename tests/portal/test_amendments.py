@@ -6,9 +6,13 @@ from decimal import Decimal
 
 import pytest
 
+from audit.actors import Actor
+from audit.models import AuditEvent, EventType
 from payments import services
 from payments.models import Payment, PaymentMethod, PaymentState, SplitPayment, TargetType
 from payments.services import TenderSpec
+from practices.roles import Role
+from tests.factories import make_staff
 from tests.payments.helpers import new_payment
 
 pytestmark = pytest.mark.django_db
@@ -92,3 +96,43 @@ def test_staff_add_the_invoice_reference_to_a_fulfilled_commerce_order(
     assert "Invoice reference recorded on 1 payment(s) of this order." in page
     assert "Add the PMS invoice reference" not in page and "INV-5120" in page
     assert "already has the invoice reference INV-5120" in client.get(url).content.decode()
+
+
+def test_reception_adds_a_tender_in_place_of_a_voided_one(client, split, reception, practice):
+
+    voucher = Payment.objects.get(split=split, method=PaymentMethod.VOUCHER)
+    services.payment_void(
+        payment_id=voucher.id, actor=Actor.system("test"), reason_code="patient_request"
+    )
+    client.force_login(reception)
+    url = f"/splits/{split.id}/"
+    page = client.get(url).content.decode()
+    assert "Add a tender" in page and "£60.00 is not covered" in page
+
+    too_much = client.post(f"{url}tenders/", {"method": "cash", "amount": "70.00"})
+    no_terminal = client.post(f"{url}tenders/", {"method": "terminal", "amount": "60.00"})
+    added = client.post(f"{url}tenders/", {"method": "cash", "amount": "60.00"}, follow=True)
+
+    assert too_much.status_code == 400
+    assert "At most £60.00 is not covered by another tender." in too_much.content.decode()
+    assert no_terminal.status_code == 400
+    assert "Choose the terminal for the card tender." in no_terminal.content.decode()
+    assert added.redirect_chain == [(url, 302)]
+    assert "Cash tender of £60.00 added." in added.content.decode()
+    assert "Add a tender" not in added.content.decode()  # everything is covered again
+    tender = Payment.objects.get(split=split, method=PaymentMethod.CASH, amount=Decimal("60.00"))
+    assert tender.state == S.INITIATED and tender.initiated_by_user == reception
+    event = AuditEvent.objects.get(event_type=EventType.SPLIT_TENDER_ADDED)
+    assert event.payload["payment_id"] == str(tender.id)
+
+
+def test_adding_a_tender_needs_the_permission_to_take_payments(client, split, practice):
+
+    voucher = Payment.objects.get(split=split, method=PaymentMethod.VOUCHER)
+    services.payment_void(payment_id=voucher.id, actor=Actor.system("test"), reason_code="other")
+    client.force_login(make_staff(Role.FINANCE_ADMIN, practice=practice))
+    url = f"/splits/{split.id}/"
+
+    assert "Add a tender" not in client.get(url).content.decode()
+    assert client.post(f"{url}tenders/", {"method": "cash", "amount": "60.00"}).status_code == 403
+    assert Payment.objects.filter(split=split).count() == 2

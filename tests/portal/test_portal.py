@@ -7,6 +7,8 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from audit.actors import Actor
@@ -271,9 +273,14 @@ def test_only_the_status_text_is_polled_and_the_controls_refresh_once_on_a_chang
     assert 'hx-trigger="payment-status-changed from:body"' in detail and "every" not in detail
     assert 'id="void-link"' in page and 'id="refund-link"' not in page
 
-    unchanged = _poll_text(client, payment, "awaiting_customer_action")
+    with CaptureQueriesContext(connection) as poll:
+        unchanged = _poll_text(client, payment, "awaiting_customer_action")
     assert unchanged.status_code == 204 and unchanged.content == b""
     assert "HX-Trigger" not in unchanged
+    with CaptureQueriesContext(connection) as full:
+        client.get(f"/payments/{payment.id}/status/")
+    # The poll's usual answer is cheaper than the panel: nothing is built or rendered.
+    assert len(poll) < len(full) and not any("audit_" in q["sql"] for q in poll)
 
     services.payment_capture(payment_id=payment.id, actor=provider_actor)
     changed = _poll_text(client, payment, "awaiting_customer_action")
