@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from integrations.models import OutboxMessage
-from payments import events, flows
+from payments import events
 from payments.models import Payment, PaymentLink
 
 Status = OutboxMessage.Status
@@ -26,7 +26,7 @@ Status = OutboxMessage.Status
 # (tests/portal/test_communications.py checks none is missing).
 EVENT_LABELS = {
     events.RECEIPT_EVENT: "Receipt",
-    flows.LINK_DELIVERY_EVENT: "Payment link",
+    events.LINK_DELIVERY_EVENT: "Payment link",
     events.REMINDER_EVENT: "Overdue reminder",
 }
 # The only payload keys the log reads: never `url` (a credential) or anything personal.

@@ -126,6 +126,7 @@ def on_captured(payment: Payment) -> None:
 
 
 RECEIPT_EVENT = "receipt.requested"
+LINK_DELIVERY_EVENT = "payment_link.deliver"  # written by payments.flows.link_delivery_enqueue
 RECEIPT_CHANNELS = ["app", "email", "sms"]  # app first, then fallbacks
 
 

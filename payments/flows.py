@@ -435,15 +435,12 @@ def _link_send(
     return IssuedLink(link=link, url=url, token=token)
 
 
-LINK_DELIVERY_EVENT = "payment_link.deliver"
-
-
 def link_delivery_enqueue(*, link: PaymentLink, url: str, dedupe_key: str | None = None):
     """Ask Communication Hub to send the link (in the caller's transaction): nothing clinical."""
     payment = link.payment
     return outbox_enqueue(
         destination=Destination.COMMUNICATION_HUB,
-        event_type=LINK_DELIVERY_EVENT,
+        event_type=events.LINK_DELIVERY_EVENT,
         practice_id=link.practice_id,
         payment_id=payment.id,
         payload={

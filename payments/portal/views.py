@@ -22,7 +22,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from audit.actors import Actor
 from audit.models import EventType
 from integrations.models import Destination, OutboxMessage
-from payments import flows, receipts, selectors, services
+from payments import events, flows, receipts, selectors, services
 from payments.errors import NotFound, PaymentError
 from payments.models import (
     FINAL_STATES,
@@ -172,7 +172,7 @@ def _link_context(request, payment) -> dict:
     deliveries = OutboxMessage.objects.filter(
         payment_id=payment.id,
         destination=Destination.COMMUNICATION_HUB,
-        event_type=flows.LINK_DELIVERY_EVENT,
+        event_type=events.LINK_DELIVERY_EVENT,
     ).order_by("-created_at")
     may = _can(request, Perm.ISSUE_PAY_BY_LINK, payment)
     open_ = status in (PaymentLink.Status.ACTIVE, PaymentLink.Status.EXPIRED)

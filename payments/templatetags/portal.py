@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django import template
 
-from payments.models import PaymentMethod, PaymentState, ReasonCode
+from payments.models import PaymentState, ReasonCode
 
 register = template.Library()
 _SYMBOLS = {"GBP": "£", "EUR": "€"}
@@ -40,12 +40,6 @@ def duration(seconds):
 def reason_label(code):
     """A refund or void reason code as people read it ('duplicate_charge' -> 'Duplicate charge')."""
     return ReasonCode(code).label if code in ReasonCode.values else code
-
-
-@register.filter
-def method_label(code):
-    """A payment method code as people read it ('pay_by_link' -> 'Pay-by-link')."""
-    return PaymentMethod(code).label if code in PaymentMethod.values else code
 
 
 @register.filter
