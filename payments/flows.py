@@ -412,7 +412,7 @@ def _link_send(
     token = secrets.token_urlsafe(32)
     link = PaymentLink.objects.create(
         practice=practice,
-        site=payment.site,
+        site_id=payment.site_id,
         payment=payment,
         token_hash=hash_link_token(token),
         channel=channel,

@@ -347,11 +347,14 @@ def payment_create(
     if rewards_credit is not None:
         payment.rewards_credit_applied = rewards_credit.amount
         payment.rewards_credit_reference = rewards_credit.reference
+    if initiate:
+        # Written once, already initiated; the audit trail still shows proposed -> initiated.
+        _apply(payment, "initiate")
     payment.save(force_insert=True)
     if rewards_credit is not None:
         _audit_credit(payment, actor)
     if initiate:
-        _initiate(payment, actor)
+        _record_initiated(payment, actor)
         if method == PaymentMethod.CARD_ON_FILE:
             # The trigger supplied the payment profile: charge it at the provider, once.
             _provider_operation(payment, "card_on_file_charge")
@@ -361,6 +364,10 @@ def payment_create(
 def _initiate(payment: Payment, actor: Actor) -> None:
     _apply(payment, "initiate")
     payment.save(update_fields=["state", "updated_at"])
+    _record_initiated(payment, actor)
+
+
+def _record_initiated(payment: Payment, actor: Actor) -> None:
     _state_change(
         payment,
         actor,

@@ -29,7 +29,7 @@ from functools import wraps
 
 import structlog
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import connection
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -66,29 +66,46 @@ class Claim:
     replay: Response | None = None
 
 
+# One statement claims a key: a new row, or an expired row taken over as new. A live
+# row of the key's earlier use is left alone (no row returned) and read afterwards.
+_CLAIM_SQL = """
+INSERT INTO {table} AS k
+    (principal, key, method, path, request_hash, status,
+     response_status, response_body, created_at, locked_at, completed_at)
+VALUES (%s, %s, %s, %s, %s, %s, NULL, NULL, %s, %s, NULL)
+ON CONFLICT (principal, key) DO UPDATE SET
+    method = EXCLUDED.method, path = EXCLUDED.path, request_hash = EXCLUDED.request_hash,
+    status = EXCLUDED.status, response_status = NULL, response_body = NULL,
+    created_at = EXCLUDED.created_at, locked_at = EXCLUDED.locked_at, completed_at = NULL
+WHERE k.created_at < %s
+RETURNING id
+"""
+
+
 def idempotency_claim(*, principal: str, key: str, method: str, path: str, fingerprint: str):
-    """Claim `key` for this request, or return the stored response of its first use."""
+    """Claim `key` for this request, or return the stored response of its first use.
+
+    The claim is one INSERT ... ON CONFLICT, committed at once (autocommit) before the
+    work starts: no separate clean-up of an expired key, no transaction round trips.
+    """
     now = timezone.now()
-    IdempotencyKey.objects.filter(
-        principal=principal, key=key, created_at__lt=now - _ttl()
-    ).delete()
-    try:
-        with transaction.atomic():
-            row, created = IdempotencyKey.objects.get_or_create(
-                principal=principal,
-                key=key,
-                defaults={
-                    "method": method,
-                    "path": path[:255],
-                    "request_hash": fingerprint,
-                    "created_at": now,
-                    "locked_at": now,
-                },
+    fields = {"principal": principal, "key": key, "method": method, "path": path[:255]}
+    sql = _CLAIM_SQL.format(table=connection.ops.quote_name(IdempotencyKey._meta.db_table))
+    row = None
+    while row is None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                sql, [*fields.values(), fingerprint, Status.IN_PROGRESS, now, now, now - _ttl()]
             )
-    except IntegrityError:  # a concurrent first use committed between our get and create
-        row, created = IdempotencyKey.objects.get(principal=principal, key=key), False
-    if created:
-        return Claim(row)
+            claimed = cursor.fetchone()
+        if claimed is not None:
+            return Claim(
+                IdempotencyKey(
+                    id=claimed[0], **fields, request_hash=fingerprint, created_at=now, locked_at=now
+                )
+            )
+        # Its earlier use; gone already only if the expiry task deleted it meanwhile.
+        row = IdempotencyKey.objects.filter(principal=principal, key=key).first()
     if row.request_hash != fingerprint:
         raise ApiError(
             "This Idempotency-Key was already used with a different request. "
