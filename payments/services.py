@@ -596,25 +596,9 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
         split=failed.split,
         retry_of=failed,
     )
-    if failed.due_at is not None:
-        _carry_due_date(retry, failed, actor)
+    if failed.due_at is not None:  # owed since then still: overdue reminders follow the retry
+        _write_due_date(retry, actor, failed.due_at, carried_from_payment_id=str(failed.id))
     return retry
-
-
-def _carry_due_date(retry: Payment, failed: Payment, actor: Actor) -> None:
-    """A retry is owed when the failed attempt was: overdue reminders follow the new attempt."""
-    retry.due_at = failed.due_at
-    retry.save(update_fields=["due_at", "updated_at"])
-    payment_audit_record(
-        retry,
-        actor,
-        EventType.PAYMENT_DUE_DATE_SET,
-        payload={
-            "due_at": retry.due_at.isoformat(),
-            "previous_due_at": None,
-            "carried_from_payment_id": str(failed.id),
-        },
-    )
 
 
 @transaction.atomic
@@ -1492,8 +1476,13 @@ def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
         raise PaymentError("Due dates carry a time zone.", code="invalid_due_at", field="due_at")
     if payment.state not in (S.PROPOSED, S.INITIATED, S.AWAITING_CUSTOMER_ACTION):
         raise InvalidTransition("Only a payment not yet paid can be given a due date.")
-    if payment.due_at == due_at:
-        return payment
+    if payment.due_at != due_at:
+        _write_due_date(payment, actor, due_at)
+    return payment
+
+
+def _write_due_date(payment: Payment, actor: Actor, due_at, **why) -> None:
+    """Store and audit a payment's due date (the caller holds its lock); `why` adds to the event."""
     previous = payment.due_at
     payment.due_at = due_at
     payment.save(update_fields=["due_at", "updated_at"])
@@ -1504,9 +1493,9 @@ def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
         payload={
             "due_at": due_at.isoformat(),
             "previous_due_at": previous.isoformat() if previous else None,
+            **why,
         },
     )
-    return payment
 
 
 @transaction.atomic
