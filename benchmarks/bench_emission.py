@@ -69,6 +69,7 @@ from payments import services
 from payments.models import Payment, PaymentMethod, PaymentState, TargetType
 from practices.models import Patient, Practice, PracticeGroup, Site, StaffProfile
 from practices.roles import Role
+from primoro_payments.celery import publishing_to
 
 SINK_SECRET = "bench-emission-module-secret-0123456789"
 PMS_SECRET = "bench-emission-pms-secret-0123456789"
@@ -270,10 +271,11 @@ def main() -> None:
     pms = serve_pms(port=0, secret=PMS_SECRET)
     rows = []
     try:
-        with bench_database("bench_emission") as name, private_redis() as redis_url:
-            from primoro_payments.celery import app as celery_app
-
-            celery_app.conf.broker_url = redis_url  # anything this process publishes goes there
+        with (
+            bench_database("bench_emission") as name,
+            private_redis() as redis_url,
+            publishing_to(redis_url),  # anything this process queues goes there
+        ):
             started = time.perf_counter()
             total = sum(int(rate * seconds) for rate in rates)
             payments = _presented(total)

@@ -8,11 +8,14 @@ module they live in.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import structlog
 from celery import Celery, signals
 from kombu import Queue
+from kombu import pools as kombu_pools
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "primoro_payments.settings")
 
@@ -61,3 +64,27 @@ def _unbind_request_id(**_kwargs):
 @signals.setup_logging.connect
 def _keep_our_logging(**_kwargs):
     """Celery must not replace the structlog configuration done by settings."""
+
+
+@contextlib.contextmanager
+def publishing_to(broker_url: str, *, eager: bool = False) -> Iterator[None]:
+    """Within the block this process queues real task messages on `broker_url`; then as before.
+
+    For the processes that drive the app against a broker of their own (fault tests,
+    benchmarks). kombu keeps connection and producer pools in process-wide registries,
+    so they are emptied on the way in and out: nothing publishes to a stopped server.
+    """
+    saved = (app.conf.broker_url, app.conf.task_always_eager)
+
+    def forget_connections() -> None:
+        kombu_pools.reset()
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    forget_connections()
+    app.conf.broker_url, app.conf.task_always_eager = broker_url, eager
+    try:
+        yield
+    finally:
+        forget_connections()
+        app.conf.broker_url, app.conf.task_always_eager = saved

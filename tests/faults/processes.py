@@ -26,7 +26,8 @@ from urllib.parse import quote
 import httpx
 import redis
 from django.conf import settings
-from kombu import pools as kombu_pools
+
+from primoro_payments.celery import publishing_to  # noqa: F401  (the tests import it from here)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -240,30 +241,6 @@ def gunicorn(
             yield base
         finally:
             _stop(process)
-
-
-@contextlib.contextmanager
-def publishing_to(broker_url: str) -> Iterator[None]:
-    """This test process publishes real task messages to `broker_url` (not eagerly) for the block."""
-    from primoro_payments.celery import app
-
-    saved = (app.conf.broker_url, app.conf.task_always_eager)
-
-    def forget_connections() -> None:
-        # kombu keeps connection and producer pools in process-wide registries keyed by
-        # broker URL; empty them all, or a later publisher would get a closed pool back.
-        kombu_pools.reset()
-        app._pool = None
-        app.amqp._producer_pool = None
-
-    forget_connections()
-    app.conf.broker_url = broker_url
-    app.conf.task_always_eager = False
-    try:
-        yield
-    finally:
-        forget_connections()
-        app.conf.broker_url, app.conf.task_always_eager = saved
 
 
 def terminate_backends() -> int:
