@@ -383,9 +383,7 @@ def split_tender_add(request, split_id):
         return redirect("portal:split", split_id=split.id)
     if form.is_valid():
         data = form.cleaned_data
-        terminal = next(
-            (t for t in _terminals([split.site]) if str(t.id) == data["terminal"]), None
-        )
+        terminal = form.terminals.get(data["terminal"])
         try:
             tender = services.split_add_tender(
                 split_id=split.id,

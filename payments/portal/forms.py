@@ -279,6 +279,7 @@ class SplitTenderForm(forms.Form):
     def __init__(self, *args, terminals, uncovered: Decimal, **kwargs):
         super().__init__(*args, **kwargs)
         self.uncovered = uncovered
+        self.terminals = {str(t.id): t for t in terminals}
         self.fields["terminal"].choices = _blank("—", [(str(t.id), t.label) for t in terminals])
         self.fields["amount"].help_text = f"At most £{uncovered}."
         if not self.is_bound:

@@ -136,3 +136,20 @@ def test_adding_a_tender_needs_the_permission_to_take_payments(client, split, pr
     assert "Add a tender" not in client.get(url).content.decode()
     assert client.post(f"{url}tenders/", {"method": "cash", "amount": "60.00"}).status_code == 403
     assert Payment.objects.filter(split=split).count() == 2
+
+
+def test_a_card_tender_is_added_on_the_chosen_terminal(client, split, reception, terminal):
+    voucher = Payment.objects.get(split=split, method=PaymentMethod.VOUCHER)
+    services.payment_void(payment_id=voucher.id, actor=Actor.system("test"), reason_code="other")
+    client.force_login(reception)
+
+    added = client.post(
+        f"/splits/{split.id}/tenders/",
+        {"method": "terminal", "amount": "60.00", "terminal": str(terminal.id)},
+    )
+
+    assert added.status_code == 302
+    card = Payment.objects.get(split=split, method=PaymentMethod.TERMINAL)
+    assert card.terminal_id == terminal.id and card.state == S.INITIATED
+    table = client.get(f"/splits/{split.id}/?part=table").content.decode()
+    assert f'id="tender-{card.id}-send"' in table  # sent from the table like any card tender
