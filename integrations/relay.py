@@ -57,6 +57,7 @@ from integrations.pms.services import Recorded, fallen_back, pms_writeback_recor
 from integrations.signing import signed_headers
 from practices import access
 from practices.roles import Perm
+from primoro_payments.http import tls_context
 
 log = structlog.get_logger("integrations.relay")
 
@@ -177,6 +178,7 @@ class Transport:
         return cls(
             httpx.Client(
                 timeout=timeout,
+                verify=tls_context(),
                 follow_redirects=False,
                 headers={"User-Agent": "primoro-payments-outbox/1"},
             )

@@ -22,6 +22,8 @@ import httpx
 import structlog
 from django.conf import settings
 
+from primoro_payments.http import tls_context
+
 log = structlog.get_logger("subscriptions.client")
 
 API_VERSION = "2015-07-06"
@@ -130,6 +132,7 @@ class GoCardlessClient:
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             follow_redirects=False,
             transport=transport,
+            verify=tls_context(),
         )
 
     @classmethod

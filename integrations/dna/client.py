@@ -50,6 +50,7 @@ from integrations.dna.types import (
     TerminalTransaction,
     Transaction,
 )
+from primoro_payments.http import tls_context
 
 log = structlog.get_logger("integrations.dna.client")
 
@@ -265,7 +266,10 @@ class DnaClient:
             pool=self.config.connect_timeout,
         )
         self._http = httpx.Client(
-            timeout=timeout, transport=transport, headers={"User-Agent": _USER_AGENT}
+            timeout=timeout,
+            transport=transport,
+            verify=tls_context(),
+            headers={"User-Agent": _USER_AGENT},
         )
 
     def close(self) -> None:
