@@ -8,7 +8,9 @@ import uuid
 import structlog
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, router, transaction
+from django.db.models.constants import OnConflict
+from django.db.models.sql.subqueries import InsertQuery
 from django.utils import timezone
 
 from integrations.catalog import require_registered
@@ -77,11 +79,26 @@ def outbox_enqueue(
     )
     if dedupe_key is None:
         message.save(force_insert=True)
-    else:
-        try:
-            with transaction.atomic():
-                message.save(force_insert=True)
-        except IntegrityError:
-            return None
+    elif not _insert_once(message):
+        return None
     request_relay()
     return message
+
+
+def _insert_once(message: OutboxMessage) -> bool:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: False when its dedupe key is taken.
+
+    One statement where a savepoint, an INSERT that may fail and a release would be
+    three; the caller's transaction never sees an error to recover from.
+    """
+    query = InsertQuery(OutboxMessage, on_conflict=OnConflict.IGNORE)
+    query.insert_values(OutboxMessage._meta.concrete_fields, [message])
+    compiler = query.get_compiler(using=router.db_for_write(OutboxMessage))
+    compiler.returning_fields = [OutboxMessage._meta.pk]
+    [(sql, params)] = compiler.as_sql()
+    with compiler.connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        inserted = cursor.fetchone() is not None
+    if inserted:
+        message._state.adding, message._state.db = False, compiler.using
+    return inserted

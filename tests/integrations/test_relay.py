@@ -9,10 +9,12 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from integrations.models import Destination, OutboxMessage
+from integrations.outbox import outbox_enqueue
 from integrations.receivers import MessageSink
 from integrations.relay import (
     backoff_delay,
@@ -111,6 +113,27 @@ def test_the_envelope_and_headers_follow_the_contract(
     assert received.headers["x-primoro-schema-version"] == "1"
     assert received.headers["x-primoro-delivery-attempt"] == "1"
     assert received.headers["content-type"] == "application/json"
+
+
+def test_one_cause_writes_one_message_and_its_transaction_carries_on(practice):
+    def task(title):
+        return outbox_enqueue(
+            destination=Destination.TASK_MANAGER,
+            event_type="task.create",
+            practice_id=practice.id,
+            payload={"task_type": "payment_exception", "title": title},
+            dedupe_key="task:once",
+        )
+
+    with transaction.atomic():
+        first = task("first")
+        again = task("again")
+        OutboxMessage.objects.count()  # the transaction is still usable after the duplicate
+
+    assert first is not None and again is None
+    stored = OutboxMessage.objects.get()
+    assert stored.pk == first.pk and stored.payload["title"] == "first"
+    assert first._state.adding is False  # a saved instance, as .save() would leave it
 
 
 def test_a_message_type_outside_the_catalog_is_refused_at_the_write(practice):
