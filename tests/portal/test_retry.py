@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 S = PaymentState
 
 
-def _issue(actor, practice, site, patient):
+def _issue(actor, practice, site, patient, **extra):
     return flows.pay_by_link_issue(
         actor=actor,
         practice=practice,
@@ -33,6 +33,7 @@ def _issue(actor, practice, site, patient):
         target_id="INV-RETRY",
         amount="80.00",
         channel="email",
+        **extra,
     )
 
 
@@ -196,17 +197,7 @@ def test_a_retry_is_due_when_the_failed_attempt_was(
     live, client, settings, reception, reception_actor, practice, site, patient
 ):
     due_at = (timezone.now() + timedelta(days=2)).replace(microsecond=0)
-    flows.pay_by_link_issue(
-        actor=reception_actor,
-        practice=practice,
-        site=site,
-        patient=patient,
-        target_type=TargetType.INVOICE,
-        target_id="INV-DUE",
-        amount="45.00",
-        channel="email",
-        due_at=due_at,
-    )
+    _issue(reception_actor, practice, site, patient, due_at=due_at)
     PaymentLink.objects.update(expires_at=timezone.now() - timedelta(minutes=1))
     settings.DNA_CHECKOUT_ABANDON_SECONDS = 0
     janitor.run()
