@@ -115,11 +115,11 @@ def page(browser_context, request):
     tab = browser_context.new_page()
     in_flight: set = set()
 
-    def sent(request):
-        in_flight.add(request)
+    def sent(sent_request):
+        in_flight.add(sent_request)
 
-    def done(request):
-        in_flight.discard(request)
+    def done(answered_request):
+        in_flight.discard(answered_request)
 
     tab.on("request", sent)
     tab.on("requestfinished", done)
