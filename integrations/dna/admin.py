@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from integrations.admin import ReprocessWebhookEventsMixin
+from integrations.admin import WebhookEventAdmin
 from integrations.dna.models import DnaWebhookEvent, SettlementBatch, SettlementItem
 from practices.admin import GovernedReadOnlyAdmin
 from practices.roles import Perm
@@ -55,25 +55,9 @@ class SettlementBatchAdmin(GovernedReadOnlyAdmin):
 
 
 @admin.register(DnaWebhookEvent)
-class DnaWebhookEventAdmin(ReprocessWebhookEventsMixin, GovernedReadOnlyAdmin):
-    """DNA callbacks and terminal results (card fields were never stored); parked ones can be
-    reprocessed."""
-
-    view_permission = Perm.MANAGE_EXCEPTIONS
-    scope_site_field = None
-    list_display = (
-        "received_at",
-        "provider",
-        "event_type",
-        "status",
-        "attempts",
-        "resource_ref",
-        "payment_id",
-        "last_error",
-    )
-    list_filter = ("status", "provider", "event_type")
-    search_fields = ("=event_id", "=resource_ref", "=payment_id")
-    ordering = ("-received_at",)
+class DnaWebhookEventAdmin(WebhookEventAdmin):
+    """The provider events page narrowed to DNA's callbacks and terminal results (card fields
+    were never stored); parked ones can be reprocessed."""
 
     def get_queryset(self, request):
         return (
