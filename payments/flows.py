@@ -160,15 +160,18 @@ def terminal_payment_start(
     return payment
 
 
+def _retry_by_method(payment_id, actor: Actor, method: str, name: str) -> Payment:
+    """The new attempt of a failed `name` payment (the caller's transaction)."""
+    failed = lock_payment(payment_id)
+    if failed.method != method:
+        raise PaymentError(f"Only {name} payments are retried here.", code="method_not_allowed")
+    return services.payment_retry(payment_id=payment_id, actor=actor)
+
+
 def terminal_payment_retry(*, payment_id, actor: Actor) -> Payment:
     """The retry path of a failed terminal payment: a new attempt, sent to the terminal."""
     with transaction.atomic():
-        failed = lock_payment(payment_id)
-        if failed.method != PaymentMethod.TERMINAL:
-            raise PaymentError(
-                "Only terminal payments are retried here.", code="method_not_allowed"
-            )
-        payment = services.payment_retry(payment_id=payment_id, actor=actor)
+        payment = _retry_by_method(payment_id, actor, PaymentMethod.TERMINAL, "terminal")
         if payment.terminal is None:
             raise PaymentError(
                 "The terminal of the failed payment is no longer active; start a new payment.",
@@ -627,12 +630,9 @@ def virtual_terminal_retry(*, payment_id, actor: Actor) -> Payment:
     janitor as an abandoned checkout, like any other.
     """
     with transaction.atomic():
-        failed = lock_payment(payment_id)
-        if failed.method != PaymentMethod.VIRTUAL_TERMINAL:
-            raise PaymentError(
-                "Only virtual terminal payments are retried here.", code="method_not_allowed"
-            )
-        payment = services.payment_retry(payment_id=payment_id, actor=actor)
+        payment = _retry_by_method(
+            payment_id, actor, PaymentMethod.VIRTUAL_TERMINAL, "virtual terminal"
+        )
         _vt_session_event(payment, actor, VT_OPENED)
     return payment
 
