@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections import Counter
 
 from django import forms
-from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
@@ -23,7 +22,7 @@ from django.views.decorators.http import require_GET
 from integrations.dna import selectors as dna_selectors
 from payments import selectors
 from payments.portal.forms import CommunicationFilterForm
-from payments.portal.views import portal_view
+from payments.portal.views import keyset_page, portal_view
 from practices import access
 from practices.roles import Perm
 from subscriptions import selectors as subscription_selectors
@@ -120,17 +119,11 @@ def communications(request):
     """
     form = CommunicationFilterForm(request.GET or None)
     filters = form.filters()
-    try:
-        page = selectors.communications_page(request.user, filters, cursor=request.GET.get("after"))
-    except selectors.InvalidCursor as error:  # a stale or edited page link: start over
-        messages.warning(request, error.message)
-        page = selectors.communications_page(request.user, filters)
-    query = request.GET.copy()
-    query.pop("after", None)
+    page, query = keyset_page(
+        request, lambda cursor: selectors.communications_page(request.user, filters, cursor=cursor)
+    )
     return render(
-        request,
-        "portal/communications.html",
-        {"form": form, "page": page, "query": query.urlencode()},
+        request, "portal/communications.html", {"form": form, "page": page, "query": query}
     )
 
 

@@ -115,24 +115,36 @@ def home(request):
 def payments(request):
     form = PaymentFilterForm(request.GET or None, user=request.user)
     filters = form.filters() if form.is_bound else PaymentFilterForm(user=request.user).filters()
-    try:
-        page = selectors.payments_page(request.user, filters, cursor=request.GET.get("after"))
-    except selectors.InvalidCursor as error:
-        # A stale or edited page link (e.g. kept across a change of sort): start over.
-        messages.warning(request, error.message)
-        page = selectors.payments_page(request.user, filters)
-    query = request.GET.copy()
-    query.pop("after", None)
+    page, query = keyset_page(
+        request, lambda cursor: selectors.payments_page(request.user, filters, cursor=cursor)
+    )
     return render(
         request,
         "portal/payments.html",
         {
             "form": form,
             "page": page,
-            "query": query.urlencode(),
+            "query": query,
             "exception_labels": selectors.EXCEPTION_LABELS,
         },
     )
+
+
+def keyset_page(request, fetch):
+    """One page of a keyset-paged list: `fetch(cursor)` with the request's `after` cursor.
+
+    A stale or edited page link (e.g. kept across a change of sort) starts over at the
+    first page with a warning. Also returns the query string for the next-page link
+    (the filters, without the old cursor).
+    """
+    try:
+        page = fetch(request.GET.get("after"))
+    except selectors.InvalidCursor as error:
+        messages.warning(request, error.message)
+        page = fetch(None)
+    query = request.GET.copy()
+    query.pop("after", None)
+    return page, query.urlencode()
 
 
 def _detail_context(request, payment):
@@ -372,17 +384,8 @@ def refund_log(request):
         date_to=data.get("date_to"),
         reason_code=data.get("reason_code", ""),
     )
-    try:
-        page = selectors.refund_void_log_page(
-            request.user, cursor=request.GET.get("after"), **filters
-        )
-    except selectors.InvalidCursor as error:  # a stale or edited page link: start over
-        messages.warning(request, error.message)
-        page = selectors.refund_void_log_page(request.user, **filters)
-    query = request.GET.copy()
-    query.pop("after", None)
-    return render(
+    page, query = keyset_page(
         request,
-        "portal/refund_log.html",
-        {"form": form, "page": page, "query": query.urlencode()},
+        lambda cursor: selectors.refund_void_log_page(request.user, cursor=cursor, **filters),
     )
+    return render(request, "portal/refund_log.html", {"form": form, "page": page, "query": query})

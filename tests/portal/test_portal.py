@@ -444,3 +444,15 @@ def test_refund_log_pages_through_every_entry_once(
     for broken in ("not-a-cursor", _encode_cursor(["yesterday", "x"])):
         assert _ids(client.get(f"/refunds/?reason_code=other&after={broken}")) == _ids(first)
         assert client.get(f"/payments/?after={broken}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/payments/", "/refunds/", "/communications/"])
+def test_a_stale_page_link_starts_the_list_over_with_a_warning(signed_in, refund_manager, path):
+    client = signed_in(refund_manager)
+
+    response = client.get(path, {"after": "not-a-cursor", "date_from": "2026-01-01"})
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "That page link is out of date. Start again from the first page." in page
+    assert "not-a-cursor" not in page  # the next-page links keep the filters, not the old cursor
