@@ -40,6 +40,7 @@ from payments.models import (
     ReasonCode,
     TargetType,
 )
+from payments.permissions import authorise
 from practices import access
 from practices.models import Patient, Practice, Site
 from practices.roles import Perm
@@ -93,9 +94,7 @@ def _lock(deposit_id) -> tuple[Payment | None, Deposit]:
 
 
 def _require_staff(actor: Actor, perm: Perm, deposit: Deposit) -> None:
-    if not actor.is_staff:
-        raise PaymentError("Only staff handle deposit exceptions.", code="permission_denied")
-    access.require(actor.user, perm, practice_id=deposit.practice_id, site_id=deposit.site_id)
+    authorise(actor, perm, deposit, refusal="Only staff handle deposit exceptions.", also=())
 
 
 def _audit(

@@ -17,8 +17,8 @@ from payments import events
 from payments.errors import PaymentError
 from payments.locks import lock_payment
 from payments.models import Payment
+from payments.permissions import authorise
 from payments.services import Outcome, payment_audit_record
-from practices import access
 from practices.roles import Perm
 
 
@@ -28,15 +28,13 @@ def payment_flag_dispute(
 ) -> Outcome:
     """Flag a payment as disputed (chargeback, retrieval request ...). A repeat changes nothing."""
     payment: Payment = lock_payment(payment_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user,
-            Perm.MANAGE_EXCEPTIONS,
-            practice_id=payment.practice_id,
-            site_id=payment.site_id,
-        )
-    elif actor.kind not in ("provider", "system"):
-        raise PaymentError("This actor cannot flag disputes.", code="permission_denied")
+    authorise(
+        actor,
+        Perm.MANAGE_EXCEPTIONS,
+        payment,
+        refusal="This actor cannot flag disputes.",
+        also=("provider", "system"),
+    )
     reason = (reason or "").strip()[:255]
     if not reason:
         raise PaymentError("A dispute needs its reason.", code="reason_required", field="reason")

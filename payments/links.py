@@ -50,7 +50,7 @@ from payments.flows import (
 )
 from payments.locks import lock_payment
 from payments.models import PAID_STATES, Payment, PaymentLink, PaymentState, ReasonCode
-from practices import access
+from payments.permissions import authorise
 from practices.roles import Perm
 
 log = structlog.get_logger("payments.links")
@@ -91,12 +91,9 @@ def _lock_for_staff(link_id, actor: Actor) -> tuple[PaymentLink, Payment]:
     found = PaymentLink.objects.filter(pk=link_id).first()
     if found is None:
         raise NotFound("No such payment link.")
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_PAY_BY_LINK, practice_id=found.practice_id, site_id=found.site_id
-        )
-    elif actor.kind != "system":
-        raise PaymentError("This actor cannot manage payment links.", code="permission_denied")
+    authorise(
+        actor, Perm.ISSUE_PAY_BY_LINK, found, refusal="This actor cannot manage payment links."
+    )
     return _lock_found(found)
 
 

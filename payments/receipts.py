@@ -21,8 +21,8 @@ from payments import communications, events
 from payments.errors import PaymentError
 from payments.locks import lock_payment
 from payments.models import PAID_STATES, Payment, PaymentState, SplitPayment
+from payments.permissions import authorise
 from payments.services import payment_audit_record
-from practices import access
 from practices.roles import Perm
 
 S = PaymentState
@@ -74,15 +74,7 @@ def receipt_can_resend(payment: Payment) -> bool:
 def receipt_resend(*, payment_id, actor: Actor) -> OutboxMessage:
     """Ask Communication Hub to send a paid payment's receipt again (audited)."""
     payment = lock_payment(payment_id)
-    if actor.is_staff:
-        access.require(
-            actor.user,
-            Perm.INITIATE_PAYMENT,
-            practice_id=payment.practice_id,
-            site_id=payment.site_id,
-        )
-    elif actor.kind != "system":
-        raise PaymentError("Only staff can send a receipt again.", code="permission_denied")
+    authorise(actor, Perm.INITIATE_PAYMENT, payment, refusal="Only staff can send a receipt again.")
     if not receipt_can_resend(payment):
         raise PaymentError(
             "Only a paid payment (for a split, once every tender is paid) has a receipt to send.",

@@ -55,6 +55,7 @@ from payments.models import (
     TargetType,
     idempotency_key,
 )
+from payments.permissions import authorise
 from practices import access
 from practices.models import Patient, Practice, Site
 from practices.roles import Perm
@@ -605,12 +606,13 @@ def payment_retry(*, payment_id, actor: Actor) -> Payment:
 def payment_void(*, payment_id, actor: Actor, reason_code: str, notes: str = "") -> Outcome:
     """Cancel before capture (§4.4). Needs the refund/void role when a person does it."""
     payment = lock_payment(payment_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_VOID, practice_id=payment.practice_id, site_id=payment.site_id
-        )
-    elif actor.kind not in ("system", "provider"):
-        raise PaymentError("This actor cannot void payments.", code="permission_denied")
+    authorise(
+        actor,
+        Perm.ISSUE_VOID,
+        payment,
+        refusal="This actor cannot void payments.",
+        also=("system", "provider"),
+    )
     reason_code = _reason(reason_code)
     if payment.state == S.VOIDED:
         return Outcome(payment, changed=False)
@@ -723,15 +725,13 @@ def provider_operation_request(
 def payment_request_capture(*, payment_id, actor: Actor) -> ProviderOperation:
     """Ask DNA to capture an authorised card payment; the capture lands when DNA confirms it."""
     payment = lock_payment(payment_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user,
-            Perm.INITIATE_PAYMENT,
-            practice_id=payment.practice_id,
-            site_id=payment.site_id,
-        )
-    elif actor.kind not in ("system", "provider"):
-        raise PaymentError("This actor cannot capture payments.", code="permission_denied")
+    authorise(
+        actor,
+        Perm.INITIATE_PAYMENT,
+        payment,
+        refusal="This actor cannot capture payments.",
+        also=("system", "provider"),
+    )
     if payment.state in PAID_STATES:
         existing = payment.operations.filter(operation="charge").first()
         if existing is not None:
@@ -1075,12 +1075,7 @@ def split_cancel(*, split_id, actor: Actor, reason_code: str, notes: str = "") -
     tender_ids = list(Payment.objects.filter(split_id=split_id).values_list("pk", flat=True))
     lock_payments(tender_ids)  # the payment path's order: payments, then the split
     split = lock_split(split_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_VOID, practice_id=split.practice_id, site_id=split.site_id
-        )
-    elif actor.kind != "system":
-        raise PaymentError("This actor cannot cancel split payments.", code="permission_denied")
+    authorise(actor, Perm.ISSUE_VOID, split, refusal="This actor cannot cancel split payments.")
     reason_code = _reason(reason_code)
     _require_open_split(split)
     tenders = list(lock_payments(Payment.objects.filter(split=split).values_list("pk", flat=True)))
@@ -1197,12 +1192,7 @@ def refund_request(
     for a second person; nothing moves until it is granted.
     """
     payment = lock_payment(payment_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user, Perm.ISSUE_REFUND, practice_id=payment.practice_id, site_id=payment.site_id
-        )
-    elif actor.kind != "system":
-        raise PaymentError("This actor cannot refund payments.", code="permission_denied")
+    authorise(actor, Perm.ISSUE_REFUND, payment, refusal="This actor cannot refund payments.")
     reason_code = _reason(reason_code)
     if payment.state not in REFUNDABLE_STATES:
         raise InvalidTransition(
@@ -1461,15 +1451,7 @@ def approvals_expire(*, now=None) -> int:
 def payment_set_due(*, payment_id, actor: Actor, due_at) -> Payment:
     """Give a requested payment its due date; unpaid after it, it becomes an overdue balance."""
     payment = lock_payment(payment_id)
-    if actor.kind == "staff":
-        access.require(
-            actor.user,
-            Perm.INITIATE_PAYMENT,
-            practice_id=payment.practice_id,
-            site_id=payment.site_id,
-        )
-    elif actor.kind != "system":
-        raise PaymentError("This actor cannot set due dates.", code="permission_denied")
+    authorise(actor, Perm.INITIATE_PAYMENT, payment, refusal="This actor cannot set due dates.")
     if payment.is_procurement:
         raise PaymentError("Supplier payments have no due date here.", code="method_not_allowed")
     if timezone.is_naive(due_at):
@@ -1526,15 +1508,9 @@ def payment_set_invoice_ref(*, payment_id, actor: Actor, pms_invoice_ref: str) -
         ).values_list("pk", flat=True)
     )
     payment = next(p for p in order if p.pk == payment.pk)
-    if actor.kind == "staff":
-        access.require(
-            actor.user,
-            Perm.INITIATE_PAYMENT,
-            practice_id=payment.practice_id,
-            site_id=payment.site_id,
-        )
-    elif actor.kind != "system":
-        raise PaymentError("This actor cannot set invoice references.", code="permission_denied")
+    authorise(
+        actor, Perm.INITIATE_PAYMENT, payment, refusal="This actor cannot set invoice references."
+    )
     if payment.target_type != TargetType.COMMERCE_ORDER:
         raise PaymentError(
             "Only a commerce order gets its invoice reference after payment.",
