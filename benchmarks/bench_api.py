@@ -27,11 +27,10 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from django.contrib.auth.models import Group, User
-
 from benchmarks.common import (
     WrkRequest,
     bench_database,
+    bench_practice,
     gunicorn,
     letters,
     print_table,
@@ -42,7 +41,6 @@ from benchmarks.common import (
 )
 from payments.api.tokens import staff_api_token_issue
 from payments.models import Payment
-from practices.models import Patient, Practice, PracticeGroup, Site, StaffProfile
 
 WORKERS = 4
 CONNECTIONS = 16
@@ -51,17 +49,9 @@ COLLECTIONS = "/api/v1/staff/collections/"
 
 def _world() -> tuple[dict, str]:
     """A practice, site, patient and a reception user with a tablet token."""
-    group = PracticeGroup.objects.create(name="Bench group")
-    practice = Practice.objects.create(group=group, name="Bench practice")
-    site = Site.objects.create(practice=practice, name="Main")
-    patient = Patient.objects.create(
-        practice=practice, display_name="Bench Patient", pms_patient_id="BENCH-P"
-    )
-    user = User.objects.create_user(username="bench_reception")
-    user.groups.set(Group.objects.filter(name="reception"))
-    StaffProfile.objects.create(user=user, practice=practice, all_sites=True)
-    token = staff_api_token_issue(user=user, label="bench").token
-    return {"patient_id": str(patient.pk), "site_id": str(site.pk)}, token
+    world = bench_practice("Bench API", username="bench_reception")
+    token = staff_api_token_issue(user=world.user, label="bench").token
+    return {"patient_id": str(world.patient.pk), "site_id": str(world.site.pk)}, token
 
 
 def _creates(count: int, ids: dict) -> list[WrkRequest]:

@@ -26,10 +26,11 @@ import os
 import secrets
 import time
 
-from django.contrib.auth.models import Group, User
+from django.contrib.auth.models import User
 
 from benchmarks.common import (
     bench_database,
+    bench_practice,
     celery_worker,
     database_url,
     free_port,
@@ -42,8 +43,7 @@ from benchmarks.common import (
 from integrations.models import WebhookEvent
 from integrations.simulators import dna as dna_sim
 from payments.models import Payment, PaymentState
-from practices.models import Patient, Practice, PracticeGroup, Site, StaffProfile
-from practices.roles import Role
+from practices.models import Patient
 from terminals.models import Terminal
 
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
@@ -62,17 +62,11 @@ POLL_SECONDS = 0.5  # templates/portal/_status_text.html polls every 500 ms whil
 
 
 def _world(password: str) -> tuple[User, Patient]:
-    group = PracticeGroup.objects.create(name="Bench drawer")
-    practice = Practice.objects.create(group=group, name="Bench drawer practice")
-    site = Site.objects.create(practice=practice, name="Main")
-    Terminal.objects.create(practice=practice, site=site, label="Desk", kind="countertop", tid=TID)
-    patient = Patient.objects.create(
-        practice=practice, display_name="Bench Patient", pms_patient_id="BENCH-P"
+    world = bench_practice("Bench drawer", username="bench_reception", password=password)
+    Terminal.objects.create(
+        practice=world.practice, site=world.site, label="Desk", kind="countertop", tid=TID
     )
-    user = User.objects.create_user(username="bench_reception", password=password)
-    user.groups.set(Group.objects.filter(name=Role.RECEPTION.value))
-    StaffProfile.objects.create(user=user, practice=practice, all_sites=True)
-    return user, patient
+    return world.user, world.patient
 
 
 def _sign_in(page, base: str, user: User, password: str) -> None:

@@ -43,11 +43,11 @@ import uuid
 from decimal import Decimal
 
 import psycopg
-from django.contrib.auth.models import Group, User
 
 from audit.actors import Actor
 from benchmarks.common import (
     bench_database,
+    bench_practice,
     celery_worker,
     conninfo,
     gunicorn,
@@ -67,8 +67,7 @@ from integrations.simulators import signing
 from integrations.simulators.base import dump_json
 from payments import services
 from payments.models import Payment, PaymentMethod, PaymentState, TargetType
-from practices.models import Patient, Practice, PracticeGroup, Site, StaffProfile
-from practices.roles import Role
+from practices.models import Patient, Practice, Site
 from primoro_payments.celery import publishing_to
 
 SINK_SECRET = "bench-emission-module-secret-0123456789"
@@ -76,16 +75,8 @@ PMS_SECRET = "bench-emission-pms-secret-0123456789"
 
 
 def _world() -> tuple[Practice, Site, Patient, Actor]:
-    group = PracticeGroup.objects.create(name="Bench emission")
-    practice = Practice.objects.create(group=group, name="Bench emission practice")
-    site = Site.objects.create(practice=practice, name="Main")
-    patient = Patient.objects.create(
-        practice=practice, display_name="Bench Patient", pms_patient_id="P-1"
-    )
-    user = User.objects.create_user(username="bench-emission")
-    user.groups.set(Group.objects.filter(name=Role.RECEPTION.value))
-    StaffProfile.objects.create(user=user, practice=practice, all_sites=True)
-    return practice, site, patient, Actor.staff(user)
+    world = bench_practice("Bench emission", username="bench-emission")
+    return world.practice, world.site, world.patient, Actor.staff(world.user)
 
 
 def _presented(count: int) -> list[Payment]:

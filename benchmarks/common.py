@@ -143,6 +143,33 @@ def pgbench_tps(
     return float(match.group(1)) if match else None
 
 
+@dataclass
+class BenchPractice:
+    practice: object
+    site: object
+    patient: object
+    user: object
+
+
+def bench_practice(name: str, *, username: str, password: str | None = None) -> BenchPractice:
+    """A practice in a group of its own, one site, one patient and a receptionist on all sites."""
+    from django.contrib.auth.models import Group, User
+
+    from practices.models import Patient, Practice, PracticeGroup, Site, StaffProfile
+    from practices.roles import Role
+
+    group = PracticeGroup.objects.create(name=f"{name} group")
+    practice = Practice.objects.create(group=group, name=f"{name} practice")
+    site = Site.objects.create(practice=practice, name="Main")
+    patient = Patient.objects.create(
+        practice=practice, display_name="Bench Patient", pms_patient_id="BENCH-P"
+    )
+    user = User.objects.create_user(username=username, password=password)
+    user.groups.set(Group.objects.filter(name=Role.RECEPTION.value))
+    StaffProfile.objects.create(user=user, practice=practice, all_sites=True)
+    return BenchPractice(practice, site, patient, user)
+
+
 def letters(number: int, width: int = 7) -> str:
     """`number` in base 26 (A-Z): ids without digit runs, which the card-number guard would refuse."""
     out = ""
