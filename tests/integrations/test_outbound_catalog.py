@@ -114,30 +114,25 @@ def deposit_settled(outcome: str) -> Callable[[World], dict]:
     return run
 
 
-def link_issued(w: World) -> dict:
-    issued = flows.pay_by_link_issue(
+def _link(w: World, **details):
+    """A payment link issued by a system trigger (an invoice of 45.50 unless told otherwise)."""
+    request = {"target_type": TargetType.INVOICE, "target_id": "INV-2001", "amount": "45.50"}
+    return flows.pay_by_link_issue(
         actor=SYSTEM,
         practice=w.practice,
         site=w.site,
         patient=w.patient,
-        target_type=TargetType.INVOICE,
-        target_id="INV-2001",
-        amount="45.50",
-        channel="sms",
+        **{**request, **details},
     )
+
+
+def link_issued(w: World) -> dict:
+    issued = _link(w, channel="sms")
     return {**_ids(issued.link.payment), "link_id": str(issued.link.id), "url": issued.url}
 
 
 def link_reissue_requested(w: World) -> dict:
-    issued = flows.pay_by_link_issue(
-        actor=SYSTEM,
-        practice=w.practice,
-        site=w.site,
-        patient=w.patient,
-        target_type=TargetType.INVOICE,
-        target_id="INV-2001",
-        amount="45.50",
-    )
+    issued = _link(w)
     links.payment_link_cancel(link_id=issued.link.id, actor=SYSTEM)
     assert links.payment_link_request_reissue(token=issued.token)
     return {"link_id": str(issued.link.id), "link_status": "cancelled"}
@@ -146,11 +141,8 @@ def link_reissue_requested(w: World) -> dict:
 def overdue_link(escalate: bool) -> Callable[[World], dict]:
     def run(w: World) -> dict:
         due = timezone.now() + timedelta(hours=1)
-        issued = flows.pay_by_link_issue(
-            actor=SYSTEM,
-            practice=w.practice,
-            site=w.site,
-            patient=w.patient,
+        issued = _link(
+            w,
             target_type=TargetType.PAYMENT_REQUEST,
             target_id="REQ-301",
             amount="49.00",
